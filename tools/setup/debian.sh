@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 (bookworm) machine to build and test Kiln: apt sources
+# (bookworm-backports, non-free-firmware), the arm64 architecture for kernel
+# packages, and the Debian packages the tests need. Idempotent; run as root.
+#
+#   tools/setup/debian.sh            # everything the tests need
+#   PACKAGES_EXTRA="..." tools/setup/debian.sh
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "setup: run as root (it installs Debian packages)" >&2
+	exit 1
+fi
+
+src=/etc/apt/sources.list.d/debian.sources
+kiln=/etc/apt/sources.list.d/kiln-backports.sources
+if [ ! -f "$kiln" ]; then
+	# Copy the archive address and key from the machine's own main entry
+	# instead of naming a mirror here.
+	uris=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$src")
+	signed=$(awk '/^Signed-By:/ {print $2; exit}' "$src")
+	if [ -z "$uris" ]; then
+		echo "setup: no URIs line in $src" >&2
+		exit 1
+	fi
+	cat >"$kiln.tmp" <<EOT
+Types: deb
+URIs: $uris
+Suites: bookworm bookworm-backports
+Components: main non-free-firmware
+Signed-By: ${signed:-/usr/share/keyrings/debian-archive-keyring.gpg}
+EOT
+	mv "$kiln.tmp" "$kiln"
+fi
+
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+	dpkg --add-architecture arm64
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+
+# Tools the tests check real artifacts with, and QEMU for the end-to-end layer.
+packages=(
+	git make ca-certificates
+	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
+	ovmf qemu-efi-aarch64
+	${PACKAGES_EXTRA:-}
+)
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+	qemu-system-x86 qemu-system-arm qemu-utils >/dev/null
+echo "setup: Debian packages ready"
