@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/kiln-os/kiln/machined/api/machine"
+	"github.com/kiln-os/kiln/machined/config"
+)
+
+func TestNodeCertificateNames(t *testing.T) {
+	d, err := New(Options{Root: t.TempDir(), Listen: "10.1.2.3:50000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.interfaceAddrs = func() ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("192.168.1.7"), netip.MustParseAddr("fd00::7"), netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	cfg, err := config.Parse(configBytes(t, func(c *config.Config) { c.Machine.Machine.CertSANs = []string{"node.example.com", "10.9.9.9"} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := d.certSANs(cfg)
+	want := []string{"node-1", "localhost", "127.0.0.1", "::1", "10.1.2.3", "node.example.com", "10.9.9.9", "192.168.1.7", "fd00::7"}
+	if !slices.Equal(got, want) {
+		t.Errorf("certSANs = %q, want %q", got, want)
+	}
+
+	if got := (&Daemon{opts: Options{Listen: "0.0.0.0:50000"}, interfaceAddrs: func() ([]netip.Addr, error) { return nil, nil }}).certSANs(cfg); slices.Contains(got, "0.0.0.0") {
+		t.Errorf("certSANs with a wildcard listen address = %q, want no 0.0.0.0", got)
+	}
+}
+
+// TestWorkerWithoutCAKey: a worker serves its self-signed certificate and
+// still demands client certificates from the machine CA.
+func TestWorkerWithoutCAKey(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	worker, err := testCluster(t).Worker.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, d, worker, 0)
+
+	out := testCluster(t)
+	pair, err := tls.X509KeyPair(out.AdminCrt, out.AdminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := d.MaintenanceFingerprint()
+	pinned := &tls.Config{
+		InsecureSkipVerify: true, // replaced by the fingerprint check
+		Certificates:       []tls.Certificate{pair},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if got := Fingerprint(tls.Certificate{Certificate: [][]byte{cs.PeerCertificates[0].Raw}}); got != fp {
+				t.Errorf("worker serves certificate %s, want the maintenance certificate %s", got, fp)
+			}
+			return nil
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hang)
+	defer cancel()
+	if _, err := client(t, d.Addr(), pinned).Version(ctx, &machine.VersionRequest{}); err != nil {
+		t.Errorf("admin Version on a worker: %v", err)
+	}
+	_, err = client(t, d.Addr(), &tls.Config{InsecureSkipVerify: true}).Version(ctx, &machine.VersionRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Version without certificate on a worker: %v, want Unauthenticated", err)
+	}
+}
+
+func client(t *testing.T, addr net.Addr, cfg *tls.Config) machine.MachineServiceClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return machine.NewMachineServiceClient(cc)
+}
+
+// TestFailedFirstApplyStaysInMaintenance: when the first configuration
+// cannot be brought into force, the node stays in maintenance mode and
+// stores nothing.
+func TestFailedFirstApplyStaysInMaintenance(t *testing.T) {
+	root := t.TempDir()
+	d := startDaemon(t, root)
+	dep := sleeper("db")
+	dep.DependsOn = []string{"containerd"} // valid, but absent in process mode
+	_, err := d.ApplyConfiguration(context.Background(), serverApply(configBytes(t, withServices(dep))))
+	if err == nil {
+		t.Fatal("apply of a config whose services cannot run succeeded")
+	}
+	if !d.srv.Maintenance() || inForce(t, d) != nil || stored(t, root) != nil || d.Hostname() != "" {
+		t.Error("a failed first apply left maintenance mode")
+	}
+}

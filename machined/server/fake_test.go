@@ -1,0 +1,112 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kiln-os/kiln/machined/api/machine"
+	"github.com/kiln-os/kiln/machined/config"
+	"github.com/kiln-os/kiln/machined/events"
+	"github.com/kiln-os/kiln/machined/logstore"
+	"github.com/kiln-os/kiln/machined/supervisor"
+)
+
+// fakeMachine answers every call without a node behind it.
+type fakeMachine struct {
+	bus *events.Bus
+	log *logstore.Log
+
+	mu        sync.Mutex
+	reboots   int
+	shutdowns int
+	redacted  []bool // the redact argument of every Config call
+	applied   []ApplyRequest
+}
+
+func newFakeMachine() *fakeMachine {
+	log, err := logstore.Open("", 100)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Fprintf(log, "line 1\nline 2\n")
+	bus := events.New(16)
+	bus.Publish("config.applied", "applied", map[string]string{"mode": "NO_REBOOT"})
+	return &fakeMachine{bus: bus, log: log}
+}
+
+func (f *fakeMachine) ApplyConfiguration(_ context.Context, req ApplyRequest) (*ApplyResult, error) {
+	f.mu.Lock()
+	f.applied = append(f.applied, req)
+	f.mu.Unlock()
+	if string(req.Data) == "invalid" {
+		return nil, fmt.Errorf("parse: %w", &config.Error{Problems: []config.FieldError{
+			{Path: "machine.type", Msg: "missing"},
+			{Path: "cluster.name", Msg: "missing"},
+		}})
+	}
+	return &ApplyResult{Mode: machine.ApplyMode_APPLY_MODE_NO_REBOOT, Diff: "+x", Message: "applied"}, nil
+}
+
+func (f *fakeMachine) ConfirmConfiguration(context.Context) (string, error) {
+	return "", fmt.Errorf("%w: no configuration waits for confirmation", ErrPrecondition)
+}
+
+func (f *fakeMachine) Config(_ context.Context, redact bool) (*ConfigState, error) {
+	f.mu.Lock()
+	f.redacted = append(f.redacted, redact)
+	f.mu.Unlock()
+	data := "token: secret\n"
+	if redact {
+		data = "token: REDACTED\n"
+	}
+	return &ConfigState{Data: []byte(data), Redacted: redact, Checksum: "abc"}, nil
+}
+
+func (f *fakeMachine) Version(context.Context) (*Version, error) {
+	return &Version{Tag: "v0.0.0-test", Platform: "process", Hostname: "node-1"}, nil
+}
+
+func (f *fakeMachine) Disks(context.Context) ([]Disk, error) {
+	return []Disk{{Name: "vda", SizeBytes: 1 << 30}}, nil
+}
+
+func (f *fakeMachine) Services(context.Context) ([]supervisor.Status, error) {
+	healthy := true
+	return []supervisor.Status{{ID: "web", Kind: "extension", Healthy: &healthy, Since: time.Now()}}, nil
+}
+
+func (f *fakeMachine) service(id string) error {
+	if id != "web" {
+		return fmt.Errorf("service %q: %w", id, supervisor.ErrNotFound)
+	}
+	return nil
+}
+
+func (f *fakeMachine) StartService(_ context.Context, id string) error   { return f.service(id) }
+func (f *fakeMachine) StopService(_ context.Context, id string) error    { return f.service(id) }
+func (f *fakeMachine) RestartService(_ context.Context, id string) error { return f.service(id) }
+
+func (f *fakeMachine) ServiceLog(_ context.Context, id string) (LogSource, error) {
+	if err := f.service(id); err != nil {
+		return nil, err
+	}
+	return f.log, nil
+}
+
+func (f *fakeMachine) Events() *events.Bus { return f.bus }
+
+func (f *fakeMachine) Reboot(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reboots++
+	return nil
+}
+
+func (f *fakeMachine) Shutdown(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shutdowns++
+	return nil
+}
