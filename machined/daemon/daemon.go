@@ -248,7 +248,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 // takeStaged makes a staged configuration the stored one.
 func (d *Daemon) takeStaged() error {
-	data, ok, err := d.store.TakeStaged()
+	data, ok, err := d.store.Staged()
 	if err != nil {
 		d.log.Error("staged configuration discarded", "err", err)
 		return nil
@@ -260,9 +260,12 @@ func (d *Daemon) takeStaged() error {
 		// It was valid when staged; a newer machined may be stricter.
 		d.log.Error("staged configuration is invalid; keeping the stored one", "err", err)
 		d.bus.Publish("config.staged.invalid", "staged configuration discarded: "+err.Error(), nil)
+		if err := d.store.DiscardStaged(); err != nil {
+			return fmt.Errorf("discard the staged configuration: %w", err)
+		}
 		return nil
 	}
-	if err := d.store.Save(data); err != nil {
+	if err := d.store.PromoteStaged(); err != nil {
 		return fmt.Errorf("take the staged configuration: %w", err)
 	}
 	d.log.Info("staged configuration taken")

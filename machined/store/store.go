@@ -175,35 +175,63 @@ func (s *Store) SaveStaged(data []byte) error {
 	return nil
 }
 
-// TakeStaged makes the staged config the current one (as Save does) and
-// removes the staged file; it returns the config, or false when nothing is
-// staged. A staged file that fails verification is removed and reported as
-// an error, so it cannot block every later boot.
-func (s *Store) TakeStaged() ([]byte, bool, error) {
+// Staged returns the staged config without removing it, or false when
+// nothing is staged. A staged file that fails verification is removed and
+// reported as an error, so it cannot block every later boot.
+func (s *Store) Staged() ([]byte, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := s.readFile(stagedName)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
-	// A valid staged config becomes the current one before the staged file
-	// goes, so a crash at any point leaves it either staged or current.
-	if err == nil {
-		if serr := s.save(data); serr != nil {
-			return nil, false, fmt.Errorf("take staged machine config: %w", serr)
-		}
-	}
-	path := filepath.Join(s.dir, stagedName)
-	if rerr := os.Remove(path); rerr != nil {
-		return nil, false, fmt.Errorf("take staged machine config: %w", rerr)
-	}
-	if serr := syncDir(s.dir); serr != nil {
-		return nil, false, fmt.Errorf("take staged machine config: %w", serr)
-	}
 	if err != nil {
-		return nil, false, fmt.Errorf("take staged machine config: discarded: %w", err)
+		if rerr := s.removeStaged(); rerr != nil {
+			return nil, false, fmt.Errorf("staged machine config: %w", rerr)
+		}
+		return nil, false, fmt.Errorf("staged machine config: discarded: %w", err)
 	}
 	return data, true, nil
+}
+
+// PromoteStaged makes the staged config the current one (as Save does) and
+// then removes the staged file, so a crash at any point leaves it either
+// staged or current. It does nothing when nothing is staged.
+func (s *Store) PromoteStaged() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := s.readFile(stagedName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("promote staged machine config: %w", err)
+	}
+	if err := s.save(data); err != nil {
+		return fmt.Errorf("promote staged machine config: %w", err)
+	}
+	if err := s.removeStaged(); err != nil {
+		return fmt.Errorf("promote staged machine config: %w", err)
+	}
+	return nil
+}
+
+// DiscardStaged removes the staged config, if any.
+func (s *Store) DiscardStaged() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.removeStaged(); err != nil {
+		return fmt.Errorf("discard staged machine config: %w", err)
+	}
+	return nil
+}
+
+// removeStaged removes the staged file durably; s.mu is held.
+func (s *Store) removeStaged() error {
+	if err := os.Remove(filepath.Join(s.dir, stagedName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return syncDir(s.dir)
 }
 
 // HasStaged reports whether a staged config file exists.

@@ -150,8 +150,11 @@ func TestStaged(t *testing.T) {
 	if s.HasStaged() {
 		t.Errorf("HasStaged() = true on an empty store")
 	}
-	if data, ok, err := s.TakeStaged(); ok || err != nil || data != nil {
-		t.Errorf("TakeStaged() on an empty store = %q, %v, %v", data, ok, err)
+	if data, ok, err := s.Staged(); ok || err != nil || data != nil {
+		t.Errorf("Staged() on an empty store = %q, %v, %v", data, ok, err)
+	}
+	if err := s.PromoteStaged(); err != nil {
+		t.Errorf("PromoteStaged() on an empty store = %v", err)
 	}
 	for _, data := range []string{"first", "second"} {
 		if err := s.SaveStaged([]byte(data)); err != nil {
@@ -165,15 +168,30 @@ func TestStaged(t *testing.T) {
 		t.Errorf("staging touched the current config: Load() error = %v", err)
 	}
 	s = openT(t, dir)
-	data, ok, err := s.TakeStaged()
+	data, ok, err := s.Staged()
 	if diff := cmp.Diff("second", string(data)); diff != "" || !ok || err != nil {
-		t.Errorf("TakeStaged() = %q, %v, %v, want \"second\", true, nil", data, ok, err)
+		t.Errorf("Staged() = %q, %v, %v, want \"second\", true, nil", data, ok, err)
+	}
+	if !s.HasStaged() {
+		t.Errorf("HasStaged() = false after Staged (it must not remove)")
+	}
+	if err := s.PromoteStaged(); err != nil {
+		t.Fatalf("PromoteStaged() = %v", err)
 	}
 	if s.HasStaged() {
-		t.Errorf("HasStaged() = true after TakeStaged")
+		t.Errorf("HasStaged() = true after PromoteStaged")
 	}
 	if cur, err := s.Load(); err != nil || string(cur) != "second" {
-		t.Errorf("after TakeStaged, Load() = %q, %v, want the staged config \"second\"", cur, err)
+		t.Errorf("after PromoteStaged, Load() = %q, %v, want the staged config \"second\"", cur, err)
+	}
+	if err := s.SaveStaged([]byte("third")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DiscardStaged(); err != nil || s.HasStaged() {
+		t.Errorf("DiscardStaged() = %v, HasStaged() = %v", err, s.HasStaged())
+	}
+	if cur, _ := s.Load(); string(cur) != "second" {
+		t.Errorf("DiscardStaged changed the current config to %q", cur)
 	}
 }
 
@@ -184,8 +202,8 @@ func TestStagedCorruptIsDiscarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	flipLastByte(t, filepath.Join(dir, stagedName))
-	if data, ok, err := s.TakeStaged(); err == nil || ok {
-		t.Errorf("TakeStaged() of a corrupt file = %q, %v, %v, want an error", data, ok, err)
+	if data, ok, err := s.Staged(); err == nil || ok {
+		t.Errorf("Staged() of a corrupt file = %q, %v, %v, want an error", data, ok, err)
 	}
 	if s.HasStaged() {
 		t.Errorf("corrupt staged config was not removed")
