@@ -257,6 +257,11 @@ func (l *Log) Dropped() uint64 {
 func (l *Log) Tail(n int) [][]byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.tailLocked(n)
+}
+
+// tailLocked is Tail with l.mu held.
+func (l *Log) tailLocked(n int) [][]byte {
 	if n < 0 || n > l.count {
 		n = l.count
 	}
@@ -275,6 +280,21 @@ func (l *Log) Tail(n int) [][]byte {
 func (l *Log) Subscribe() (lines <-chan []byte, cancel func()) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.subscribeLocked()
+}
+
+// TailAndSubscribe is Tail(n) and Subscribe in one step under one lock: no
+// line is both in the tail and on the channel, and none falls between them.
+func (l *Log) TailAndSubscribe(n int) (tail [][]byte, lines <-chan []byte, cancel func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tail = l.tailLocked(n)
+	lines, cancel = l.subscribeLocked()
+	return tail, lines, cancel
+}
+
+// subscribeLocked is Subscribe with l.mu held.
+func (l *Log) subscribeLocked() (<-chan []byte, func()) {
 	ch := make(chan []byte, subscriberBuffer)
 	if l.closed {
 		close(ch)

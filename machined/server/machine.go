@@ -43,8 +43,9 @@ type Machine interface {
 type LogSource interface {
 	// Tail returns the last n lines (all when n < 0), each ending in "\n".
 	Tail(n int) [][]byte
-	// Subscribe returns every line completed after the call until cancel.
-	Subscribe() (lines <-chan []byte, cancel func())
+	// TailAndSubscribe returns the last n lines and, atomically with them,
+	// a channel of every line completed afterwards until cancel.
+	TailAndSubscribe(n int) (tail [][]byte, lines <-chan []byte, cancel func())
 }
 
 // ApplyRequest is an ApplyConfiguration call.

@@ -194,13 +194,16 @@ func (v *service) Logs(req *machine.LogsRequest, stream grpc.ServerStreamingServ
 	if err != nil {
 		return fmt.Errorf("logs of service %s: %w", id, err)
 	}
-	var lines <-chan []byte
+	var (
+		tail  [][]byte
+		lines <-chan []byte
+	)
 	if req.GetFollow() {
-		// Subscribe before taking the tail: a line written in between may
-		// then be sent twice, but none is lost.
-		ch, unsubscribe := log.Subscribe()
+		var unsubscribe func()
+		tail, lines, unsubscribe = log.TailAndSubscribe(int(req.GetTailLines()))
 		defer unsubscribe()
-		lines = ch
+	} else {
+		tail = log.Tail(int(req.GetTailLines()))
 	}
 	var buf []byte
 	flush := func() error {
@@ -211,7 +214,7 @@ func (v *service) Logs(req *machine.LogsRequest, stream grpc.ServerStreamingServ
 		buf = nil
 		return err
 	}
-	for _, l := range log.Tail(int(req.GetTailLines())) {
+	for _, l := range tail {
 		if len(buf)+len(l) > maxChunk {
 			if err := flush(); err != nil {
 				return err
