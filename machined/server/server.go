@@ -155,7 +155,8 @@ func (s *Server) Maintenance() bool { return s.identity.Load().Maintenance }
 // Serve accepts connections on l until Stop. l is a plain TCP listener; the
 // server does TLS itself.
 func (s *Server) Serve(l net.Listener) error {
-	if err := s.grpc.Serve(l); err != nil {
+	// A Stop that comes before Serve is an orderly end, not an error.
+	if err := s.grpc.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve machine API on %s: %w", l.Addr(), err)
 	}
 	return nil
