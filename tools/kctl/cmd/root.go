@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
-
 )
 
 // IO is where a command reads and writes.
