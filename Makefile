@@ -57,7 +57,8 @@ bench: bench-api ## Run all benchmarks.
 
 .PHONY: bench-api
 bench-api: ## Benchmark apply-config round trip over mTLS and machined idle RSS.
-	$(GO) test ./tools/bench/api -run '^$$' -bench . -benchtime 200x -count 1
+	$(GO) test ./tools/bench/api -run '^$$' -bench 'BenchmarkAPI' -benchtime 200x -count 1
+	$(GO) test ./tools/bench/api -run '^$$' -bench 'BenchmarkIdleRSS' -benchtime 1x -count 1
 
 .PHONY: tidy
 tidy: ## go mod tidy.
