@@ -14,24 +14,29 @@ fi
 
 src=/etc/apt/sources.list.d/debian.sources
 kiln=/etc/apt/sources.list.d/kiln-backports.sources
-if [ ! -f "$kiln" ]; then
-	# Copy the archive address and key from the machine's own main entry
-	# instead of naming a mirror here.
-	uris=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$src")
-	signed=$(awk '/^Signed-By:/ {print $2; exit}' "$src")
-	if [ -z "$uris" ]; then
-		echo "setup: no URIs line in $src" >&2
-		exit 1
-	fi
-	cat >"$kiln.tmp" <<EOT
+# Copy the archive address and key from the machine's own main entry instead
+# of naming a mirror here. bookworm main is already there; add its
+# non-free-firmware component and bookworm-backports.
+uris=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' "$src")
+signed=$(awk '/^Signed-By:/ {print $2; exit}' "$src")
+if [ -z "$uris" ]; then
+	echo "setup: no URIs line in $src" >&2
+	exit 1
+fi
+cat >"$kiln.tmp" <<EOT
 Types: deb
 URIs: $uris
-Suites: bookworm bookworm-backports
+Suites: bookworm
+Components: non-free-firmware
+Signed-By: ${signed:-/usr/share/keyrings/debian-archive-keyring.gpg}
+
+Types: deb
+URIs: $uris
+Suites: bookworm-backports
 Components: main non-free-firmware
 Signed-By: ${signed:-/usr/share/keyrings/debian-archive-keyring.gpg}
 EOT
-	mv "$kiln.tmp" "$kiln"
-fi
+mv "$kiln.tmp" "$kiln"
 
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 	dpkg --add-architecture arm64
