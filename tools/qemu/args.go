@@ -1,0 +1,78 @@
+package qemu
+
+import (
+	"fmt"
+	"strings"
+)
+
+// files are the per-VM paths the command line refers to.
+type files struct {
+	overlay string // qcow2 overlay over Config.Disk
+	vars    string // copy of the UEFI variable store
+}
+
+// args builds QEMU's command line. It is pure so tests can check it.
+func args(c *Config, f files) []string {
+	a := []string{
+		"-accel", string(c.Accel),
+		"-m", fmt.Sprint(c.MemoryMiB),
+		"-smp", fmt.Sprint(c.CPUs),
+		"-display", "none",
+		"-monitor", "none",
+		"-serial", "stdio",
+		"-nodefaults",
+	}
+	switch c.Arch {
+	case ARM64:
+		a = append(a, "-M", "virt", "-cpu", "cortex-a72")
+		if c.Accel == KVM {
+			a[len(a)-1] = "host"
+		}
+	default:
+		a = append(a, "-M", "q35")
+		if c.Accel == KVM {
+			a = append(a, "-cpu", "host")
+		}
+	}
+	if c.NoReboot {
+		a = append(a, "-no-reboot")
+	}
+	if c.UEFI {
+		a = append(a,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+c.FirmwareCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+f.vars,
+		)
+	}
+	if c.Kernel != "" {
+		a = append(a, "-kernel", c.Kernel)
+		if c.Initrd != "" {
+			a = append(a, "-initrd", c.Initrd)
+		}
+		a = append(a, "-append", kernelCmdline(c.Arch, c.Append))
+	}
+	if f.overlay != "" {
+		a = append(a,
+			"-drive", "if=none,id=disk0,format=qcow2,file="+f.overlay,
+			"-device", "virtio-blk-pci,drive=disk0",
+		)
+	}
+	if c.GuestPort > 0 {
+		a = append(a,
+			"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", c.HostPort, c.GuestPort),
+			"-device", "virtio-net-pci,netdev=net0,romfile=",
+		)
+	}
+	// Entropy for the guest's crypto/rand early in boot (TLS keys in maintenance mode).
+	a = append(a, "-device", "virtio-rng-pci")
+	return append(a, c.ExtraArgs...)
+}
+
+// kernelCmdline prepends the serial console argument unless the caller chose one.
+func kernelCmdline(a Arch, s string) string {
+	for _, f := range strings.Fields(s) {
+		if strings.HasPrefix(f, "console=") {
+			return s
+		}
+	}
+	return strings.TrimSpace(ConsoleArg(a) + " " + s)
+}
