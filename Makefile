@@ -48,12 +48,31 @@ check-generated: generate ## Fail when generated files are stale.
 	@if ! git diff --exit-code --stat; then \
 	  echo "generated files are stale: run 'make generate' and commit"; exit 1; fi
 
+.PHONY: inputs
+inputs: ## Fetch the pinned Debian packages images take into _out/cache (apt-get download, sha256 checked).
+	images/fetch-inputs.sh $(OUT)/cache
+
+.PHONY: image
+image: ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,iso,uki,kernel
+	@mkdir -p $(OUT)
+	$(GOBUILD) -o $(OUT)/machined-$(BOARD) ./machined/cmd/machined
+	$(GO) run ./tools/kctl image build --board $(BOARD) --format $(or $(FORMAT),raw) \
+	  --inputs $(OUT)/cache --machined $(OUT)/machined-$(BOARD) --output $(OUT)/images/$(BOARD)
+
 .PHONY: fuzz
 fuzz: ## Fuzz the config decoder for 60s.
 	$(GO) test ./machined/config -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: bench
-bench: bench-api ## Run all benchmarks.
+bench: bench-api bench-image bench-boot ## Run all benchmarks.
+
+.PHONY: bench-image
+bench-image: ## Assemble the generic-amd64 raw image from a warm cache, next to a cp floor.
+	$(GO) test ./images/build -run '^$$' -bench 'AssembleRaw|CopyFloor' -benchtime 3x -count 1
+
+.PHONY: bench-boot
+bench-boot: ## QEMU (TCG) boot of the kernel with a trivial init: the floor for node boot times.
+	$(GO) test ./tools/qemu -run '^$$' -bench BootFloor -benchtime 3x -count 1
 
 .PHONY: bench-api
 bench-api: ## Benchmark apply-config round trip over mTLS and machined idle RSS.

@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/spf13/cobra"
+
+	imagecli "github.com/kiln-os/kiln/images/cli"
 )
 
 // IO is where a command reads and writes.
@@ -88,6 +90,7 @@ of the client config (--kctlconfig, $KCTLCONFIG or ~/.kctl/config).`,
 		newRebootCommand(g),
 		newShutdownCommand(g),
 		newConfigCommand(g),
+		imagecli.NewCommand(),
 	)
 	return root, g
 }

@@ -1,0 +1,226 @@
+// Package boards describes every board Kiln builds node images for: CPU architecture,
+// kernel package, kernel modules, console, kernel arguments, firmware files, partition
+// layout and the image outputs the board supports.
+//
+// A board is plain data behind the Board interface, so the image builder (build host) and
+// init/machined (node) read the same definition. All boards are listed once, explicitly,
+// in All.
+package boards
+
+import "fmt"
+
+// Arch is a CPU architecture in Go/Debian spelling.
+type Arch string
+
+// Architectures Kiln builds for.
+const (
+	AMD64 Arch = "amd64"
+	ARM64 Arch = "arm64"
+)
+
+// EFISuffix is the UEFI file name suffix of the architecture: "X64" or "AA64"
+// (EFI/BOOT/BOOTX64.EFI, systemd-bootx64.efi, linuxx64.efi.stub).
+func (a Arch) EFISuffix() string {
+	switch a {
+	case AMD64:
+		return "X64"
+	case ARM64:
+		return "AA64"
+	}
+	return ""
+}
+
+// Format is an output the image builder can write.
+type Format string
+
+// Output formats.
+const (
+	FormatKernel Format = "kernel" // kernel + initramfs + cmdline for direct boot (QEMU -kernel, PXE)
+	FormatUKI    Format = "uki"    // Unified Kernel Image on the systemd-boot stub
+	FormatRaw    Format = "raw"    // partitioned disk image
+	FormatQCOW2  Format = "qcow2"  // the raw disk image as qcow2
+	FormatISO    Format = "iso"    // UEFI-bootable ISO (El Torito EFI image)
+)
+
+// AllFormats lists every format in the order the builder writes them.
+var AllFormats = []Format{FormatKernel, FormatUKI, FormatRaw, FormatQCOW2, FormatISO}
+
+// ParseFormat checks that s names a known format.
+func ParseFormat(s string) (Format, error) {
+	for _, f := range AllFormats {
+		if string(f) == s {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("unknown format %q (known: kernel, uki, raw, qcow2, iso)", s)
+}
+
+// BootMethod is how the board's firmware starts the kernel.
+type BootMethod string
+
+// Boot methods.
+const (
+	// BootUEFI: UEFI firmware → systemd-boot → UKI, A/B with boot counting.
+	BootUEFI BootMethod = "uefi"
+	// BootRPiFirmware: VideoCore firmware reads config.txt → kernel + initramfs + DTB,
+	// A/B through tryboot/autoboot.txt.
+	BootRPiFirmware BootMethod = "rpi-firmware"
+)
+
+// PackageRef names one Debian package of the inputs lock.
+type PackageRef struct {
+	Name string // e.g. linux-image-6.12.95+deb12-amd64
+	Arch string // Debian architecture: amd64, arm64 or all
+}
+
+func (p PackageRef) String() string { return p.Name + ":" + p.Arch }
+
+// Kernel says where the board's kernel comes from.
+type Kernel struct {
+	Package PackageRef
+	// Release is the kernel release (uname -r), e.g. 6.12.95+deb12-amd64; the package
+	// keeps the kernel at boot/vmlinuz-<Release> and the modules under lib/modules/<Release>.
+	Release string
+}
+
+// Modules are kernel module names (as in modinfo name=, dashes or underscores). The
+// builder adds every dependency; modules built into the kernel are skipped.
+type Modules struct {
+	// Early modules go into the initramfs: what init needs to find and mount the root
+	// and the disks (block, storage buses, filesystems, dm-verity).
+	Early []string
+	// Late modules go into the root filesystem and are loaded by modalias or on demand.
+	Late []string
+}
+
+// FileFromPackage copies one file from a Debian package into an image.
+type FileFromPackage struct {
+	Package PackageRef
+	Src     string // path inside the package's data.tar, without leading "./"
+	Dst     string // path inside the target filesystem
+}
+
+// Boot describes the boot chain: the files the boot partition holds besides the kernel.
+type Boot struct {
+	Method BootMethod
+	// Bootloader: for UEFI the systemd-boot binary, copied to EFI/BOOT/BOOT<arch>.EFI.
+	Bootloader *FileFromPackage
+	// Stub: for UEFI the systemd-boot EFI stub the UKI is built on.
+	Stub *FileFromPackage
+	// Firmware files copied to the boot partition (Raspberry Pi: bootcode.bin, start*.elf,
+	// fixup*.dat, DTBs from the kernel package).
+	Firmware []FileFromPackage
+	// ConfigTxt is the Raspberry Pi config.txt; empty for UEFI boards.
+	ConfigTxt string
+}
+
+// PartitionTable is the disk's partitioning scheme.
+type PartitionTable string
+
+// Partition tables.
+const (
+	GPT PartitionTable = "gpt"
+	MBR PartitionTable = "mbr" // Raspberry Pi: the firmware's tryboot counts MBR partitions
+)
+
+// Filesystem of a partition.
+type Filesystem string
+
+// Filesystems a partition can carry.
+const (
+	FAT32       Filesystem = "vfat"
+	Ext4        Filesystem = "ext4"
+	Unformatted Filesystem = "none" // left zeroed: the node writes it (META records, EPHEMERAL mkfs)
+)
+
+// Partition labels shared by the builder and machined.
+const (
+	LabelEFI       = "EFI"
+	LabelBoot      = "BOOT" // Raspberry Pi firmware partition (A), BOOT-B for slot B
+	LabelMeta      = "META"
+	LabelState     = "STATE"
+	LabelEphemeral = "EPHEMERAL"
+)
+
+// Partition is one partition of the board's disk layout, in on-disk order.
+type Partition struct {
+	Label string
+	// Size in bytes; multiple of 1 MiB. EPHEMERAL's size is the image's initial size:
+	// the node grows it to fill the disk on first boot.
+	Size       int64
+	Filesystem Filesystem
+	// MBRNumber is the partition's number in an MBR table (1-based), 0 on GPT.
+	MBRNumber int
+}
+
+// Layout is the disk layout of the board.
+type Layout struct {
+	Table      PartitionTable
+	Partitions []Partition
+}
+
+// MiB is 1<<20 bytes.
+const MiB = int64(1) << 20
+
+// Board is one kind of machine Kiln images boot on.
+type Board interface {
+	Name() string
+	Arch() Arch
+	Kernel() Kernel
+	Modules() Modules
+	// Console is the serial console device with options, e.g. "ttyS0,115200".
+	Console() string
+	// KernelArgs are the kernel command line arguments besides console=.
+	KernelArgs() []string
+	Boot() Boot
+	Layout() Layout
+	// Outputs are the formats the board supports.
+	Outputs() []Format
+}
+
+// Cmdline is the kernel command line of the board: console first, then its arguments.
+func Cmdline(b Board) string {
+	s := "console=" + b.Console()
+	for _, a := range b.KernelArgs() {
+		s += " " + a
+	}
+	return s
+}
+
+// Packages lists every input package the board needs, without duplicates, in a stable order.
+func Packages(b Board) []PackageRef {
+	var out []PackageRef
+	seen := map[PackageRef]bool{}
+	add := func(p PackageRef) {
+		if p.Name != "" && !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	add(b.Kernel().Package)
+	boot := b.Boot()
+	if boot.Bootloader != nil {
+		add(boot.Bootloader.Package)
+	}
+	if boot.Stub != nil {
+		add(boot.Stub.Package)
+	}
+	for _, f := range boot.Firmware {
+		add(f.Package)
+	}
+	add(CACertificates)
+	return out
+}
+
+// CACertificates is the package the root filesystem takes its CA bundle from.
+var CACertificates = PackageRef{Name: "ca-certificates", Arch: "all"}
+
+// Supports reports whether the board supports the format.
+func Supports(b Board, f Format) bool {
+	for _, o := range b.Outputs() {
+		if o == f {
+			return true
+		}
+	}
+	return false
+}

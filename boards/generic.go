@@ -1,0 +1,89 @@
+package boards
+
+// generic is a UEFI VM or PC board that boots systemd-boot and a UKI from a GPT disk.
+type generic struct {
+	name    string
+	arch    Arch
+	release string
+	console string
+}
+
+// Early modules: block and storage drivers, the root squashfs, the filesystems of the
+// disk layout, and dm-verity. virtio, virtio_pci, devtmpfs and serial are built in.
+var genericEarly = []string{
+	"virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "sr_mod", "mmc_block", "sdhci_pci",
+	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "overlay", "vfat", "nls_cp437",
+	"nls_iso8859_1", "crc32c_generic", "ext4", "dm_verity",
+}
+
+// Late modules: networking, netfilter, bridging and tunnels for the pod network and
+// the service proxy.
+var genericLate = []string{
+	"virtio_net", "e1000", "e1000e", "bridge", "br_netfilter", "veth", "vxlan", "nf_conntrack",
+	"nf_nat", "xt_conntrack", "xt_MASQUERADE", "iptable_nat", "iptable_filter", "ip6table_filter",
+	"ip6table_nat", "sch_fq_codel", "tun", "wireguard", "dummy", "virtio_rng", "efivarfs",
+}
+
+func (g generic) Name() string { return g.name }
+func (g generic) Arch() Arch   { return g.arch }
+
+func (g generic) Kernel() Kernel {
+	return Kernel{
+		Package: PackageRef{Name: "linux-image-" + g.release, Arch: string(g.arch)},
+		Release: g.release,
+	}
+}
+
+func (g generic) Modules() Modules { return Modules{Early: genericEarly, Late: genericLate} }
+func (g generic) Console() string  { return g.console }
+
+func (g generic) KernelArgs() []string {
+	args := []string{"quiet", "panic=-1", "init_on_alloc=1", "slab_nomerge"}
+	if g.arch == AMD64 {
+		args = append(args, "pti=on")
+	}
+	return args
+}
+
+func (g generic) Boot() Boot {
+	sdboot := PackageRef{Name: "systemd-boot-efi", Arch: string(g.arch)}
+	suf := g.arch.EFISuffix()
+	lower := map[Arch]string{AMD64: "x64", ARM64: "aa64"}[g.arch]
+	return Boot{
+		Method: BootUEFI,
+		Bootloader: &FileFromPackage{
+			Package: sdboot,
+			Src:     "usr/lib/systemd/boot/efi/systemd-boot" + lower + ".efi",
+			Dst:     "EFI/BOOT/BOOT" + suf + ".EFI",
+		},
+		Stub: &FileFromPackage{
+			Package: sdboot,
+			Src:     "usr/lib/systemd/boot/efi/linux" + lower + ".efi.stub",
+		},
+	}
+}
+
+func (g generic) Layout() Layout {
+	return Layout{
+		Table: GPT,
+		Partitions: []Partition{
+			// Two UKIs (A and B) of up to ~90 MiB each, plus systemd-boot and margin.
+			{Label: LabelEFI, Size: 256 * MiB, Filesystem: FAT32},
+			{Label: LabelMeta, Size: 1 * MiB, Filesystem: Unformatted},
+			{Label: LabelState, Size: 100 * MiB, Filesystem: FAT32},
+			{Label: LabelEphemeral, Size: 64 * MiB, Filesystem: Unformatted},
+		},
+	}
+}
+
+func (g generic) Outputs() []Format { return AllFormats }
+
+// GenericAMD64 is an x86_64 UEFI VM or PC.
+func GenericAMD64() Board {
+	return generic{name: "generic-amd64", arch: AMD64, release: "6.12.95+deb12-amd64", console: "ttyS0,115200"}
+}
+
+// GenericARM64 is an arm64 UEFI VM (QEMU virt, cloud) or server.
+func GenericARM64() Board {
+	return generic{name: "generic-arm64", arch: ARM64, release: "6.12.95+deb12-arm64", console: "ttyAMA0,115200"}
+}

@@ -1,0 +1,81 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-os/kiln/boards"
+)
+
+// inputsCopy makes an inputs directory of symlinks to the real inputs, with edit applied.
+func inputsCopy(t *testing.T, edit func(dir string)) string {
+	t.Helper()
+	src := inputsDir(t)
+	dir := t.TempDir()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".deb") {
+			if err := os.Symlink(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	edit(dir)
+	return dir
+}
+
+func TestBadInput(t *testing.T) {
+	const sdboot = "systemd-boot-efi_254.26-1~bpo12+1_amd64.deb"
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		modify func(o *Options)
+		want   string
+	}{
+		{"missing input", func(o *Options) {
+			o.InputsDir = inputsCopy(t, func(d string) { os.Remove(filepath.Join(d, sdboot)) })
+		}, "input systemd-boot-efi:amd64 254.26-1~bpo12+1 missing"},
+		{"wrong sha256", func(o *Options) {
+			o.InputsDir = inputsCopy(t, func(d string) {
+				p := filepath.Join(d, sdboot)
+				os.Remove(p)
+				os.WriteFile(p, []byte("not the package"), 0o644)
+			})
+		}, "input systemd-boot-efi:amd64 254.26-1~bpo12+1: " /* … has sha256 … */},
+		{"unwritable output", func(o *Options) { o.OutputDir = filepath.Join(notDir, "out") }, "output directory"},
+		{"invalid config", func(o *Options) {
+			o.Config = []byte("kind: Nope\n")
+			o.ValidateConfig = func([]byte) error { return errors.New(`kind: "Nope" is not MachineConfig`) }
+		}, `config: kind: "Nope" is not MachineConfig`},
+		{"init not a file", func(o *Options) { o.Init = t.TempDir() }, "--init"},
+		{"unsupported format", func(o *Options) { o.Formats = []boards.Format{"floppy"} }, "does not support format floppy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			o := testOptions(t, boards.GenericAMD64(), out, boards.FormatRaw, boards.FormatISO)
+			tt.modify(&o)
+			_, err := Build(context.Background(), o)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Build error = %v, want containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error has several lines: %q", err)
+			}
+			if _, err := os.Stat(out); err == nil {
+				ents, _ := os.ReadDir(out)
+				t.Errorf("output directory exists (%d entries) after a failed build", len(ents))
+			}
+		})
+	}
+}

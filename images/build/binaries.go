@@ -1,0 +1,61 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/kiln-os/kiln/boards"
+)
+
+// Candidate packages for the node's binaries, first existing wins.
+var (
+	initPackages     = []string{"./init/cmd/init", "./init"}
+	machinedPackages = []string{"./machined/cmd/machined"}
+)
+
+// GoBuild builds the main package pkg for a Linux node of arch into out, statically and
+// reproducibly (CGO_ENABLED=0, -trimpath, no build ID).
+func GoBuild(ctx context.Context, dir, pkg string, arch boards.Arch, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+string(arch))
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w: %s", pkg, err, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// binary returns the path of a node binary: given, or built from the first of the
+// candidate packages found in the module of the working directory.
+func binary(ctx context.Context, given, what string, candidates []string, arch boards.Arch, tmp string) (string, error) {
+	if given != "" {
+		st, err := os.Stat(given)
+		if err != nil {
+			return "", fmt.Errorf("--%s: %w", what, err)
+		}
+		if !st.Mode().IsRegular() {
+			return "", fmt.Errorf("--%s %s: not a regular file", what, given)
+		}
+		return given, nil
+	}
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return "", fmt.Errorf("no --%s given and no Go module here to build it from", what)
+	}
+	for _, pkg := range candidates {
+		if _, err := os.Stat(filepath.Join(root, pkg, "main.go")); err != nil {
+			continue
+		}
+		out := filepath.Join(tmp, what)
+		if err := GoBuild(ctx, root, pkg, arch, out); err != nil {
+			return "", fmt.Errorf("build %s: %w", what, err)
+		}
+		return out, nil
+	}
+	return "", fmt.Errorf("no --%s given and none of %s exists in %s", what, strings.Join(candidates, ", "), root)
+}

@@ -1,0 +1,67 @@
+package build
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/kiln-os/kiln/images/inspect"
+)
+
+// TestLoopFsck attaches the raw image to a loop device and checks its filesystems with
+// the real tools: fsck.vfat on EFI and STATE, unsquashfs on the root image. EPHEMERAL
+// and META are unformatted in the image (the node formats and grows EPHEMERAL), so
+// there is no ext4 for e2fsck.
+func TestLoopFsck(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: attaches a loop device")
+	}
+	for _, tool := range []string{"losetup", "fsck.vfat", "unsquashfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: apt-get install util-linux dosfstools squashfs-tools", tool)
+		}
+	}
+	dir := buildAll(t)
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := copyFile(filepath.Join(dir, "generic-amd64.raw"), img); err != nil {
+		t.Fatal(err)
+	}
+	r, err := inspect.File(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One loop device per partition, at its offset: partition device nodes from
+	// --partscan need udev, which containers often lack.
+	for _, p := range r.Partitions {
+		if p.Label != "EFI" && p.Label != "STATE" {
+			continue
+		}
+		out, err := exec.Command("losetup", "--find", "--show", "--read-only",
+			"--offset", strconv.FormatUint(p.Start*512, 10), "--sizelimit", strconv.FormatInt(p.Size, 10), img).CombinedOutput()
+		if err != nil {
+			t.Skipf("needs loop devices: losetup: %v: %s", err, out)
+		}
+		loop := strings.TrimSpace(string(out))
+		t.Cleanup(func() {
+			if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+				t.Errorf("losetup -d %s: %v: %s", loop, err, out)
+			}
+		})
+		if out, err := exec.Command("fsck.vfat", "-n", loop).CombinedOutput(); err != nil {
+			t.Errorf("fsck.vfat -n %s (%s): %v\n%s", loop, p.Label, err, out)
+		} else {
+			t.Logf("fsck.vfat -n %s: %s", p.Label, strings.TrimSpace(string(out)))
+		}
+	}
+	_, root := initramfsListing(t, dir)
+	sq := filepath.Join(t.TempDir(), "root.squashfs")
+	if err := os.WriteFile(sq, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("unsquashfs", "-l", sq).CombinedOutput(); err != nil {
+		t.Errorf("unsquashfs -l: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,59 @@
+//go:build linux
+
+// Command testinit is a stand-in PID 1 for the image builder's QEMU tests: it proves that
+// firmware, bootloader, UKI, kernel and initramfs fit together by printing a marker line
+// on /dev/console, then powers the machine off. The real init lives in init/.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+)
+
+// Marker is the line prefix the QEMU tests wait for.
+const Marker = "KILN-IMAGE-BOOT-OK"
+
+func main() {
+	con, err := os.OpenFile("/dev/console", os.O_WRONLY, 0)
+	if err != nil {
+		con = os.Stdout
+	}
+	fmt.Fprintln(con, describe())
+	syscall.Sync()
+	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+	select {} // PID 1 must not exit: the kernel would panic.
+}
+
+func describe() string {
+	var u syscall.Utsname
+	_ = syscall.Uname(&u)
+	var rel strings.Builder
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		rel.WriteByte(byte(c))
+	}
+	root := "missing"
+	if st, err := os.Stat("/rootfs.sqsh"); err == nil && st.Size() > 0 {
+		root = "present"
+	}
+	early := -1
+	if b, err := os.ReadFile("/lib/modules/" + rel.String() + "/kiln-modules.json"); err == nil {
+		var m struct {
+			Modules []struct{ Stage string } `json:"modules"`
+		}
+		if json.Unmarshal(b, &m) == nil {
+			early = 0
+			for _, mod := range m.Modules {
+				if mod.Stage == "early" {
+					early++
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("%s release=%s root=%s early-modules=%d", Marker, rel.String(), root, early)
+}

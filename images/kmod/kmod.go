@@ -1,0 +1,250 @@
+// Package kmod reads kernel module metadata from .ko/.ko.xz files (the ELF .modinfo
+// section: name=, depends=, alias=, softdep=) and resolves a requested module set into
+// a load-ordered manifest that init uses instead of depmod's modules.dep/modules.alias,
+// which Debian's kernel packages do not ship.
+package kmod
+
+import (
+	"bytes"
+	"debug/elf"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/ulikunitz/xz"
+)
+
+// Info is the metadata of one module.
+type Info struct {
+	Name    string
+	Depends []string
+	Aliases []string
+	// SoftPre are modules to load before this one if present (softdep=pre:).
+	SoftPre []string
+}
+
+// Normalize spells a module name as the kernel does (dashes become underscores).
+func Normalize(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
+// NameFromPath derives the module name from its file name (usb-storage.ko.xz → usb_storage).
+func NameFromPath(p string) string {
+	b := path.Base(p)
+	for _, ext := range []string{".ko.xz", ".ko.zst", ".ko.gz", ".ko"} {
+		if strings.HasSuffix(b, ext) {
+			return Normalize(strings.TrimSuffix(b, ext))
+		}
+	}
+	return ""
+}
+
+// ReadInfo parses the .modinfo section of a module file, decompressing .ko.xz first.
+func ReadInfo(name string, data []byte) (Info, error) {
+	if strings.HasSuffix(name, ".xz") {
+		r, err := xz.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return Info{}, fmt.Errorf("module %s: %w", name, err)
+		}
+		raw, err := io.ReadAll(r)
+		if err != nil {
+			return Info{}, fmt.Errorf("module %s: decompress: %w", name, err)
+		}
+		data = raw
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return Info{}, fmt.Errorf("module %s: %w", name, err)
+	}
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return Info{}, fmt.Errorf("module %s: no .modinfo section", name)
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return Info{}, fmt.Errorf("module %s: read .modinfo: %w", name, err)
+	}
+	info := ParseModinfo(b)
+	if info.Name == "" {
+		info.Name = NameFromPath(name)
+	}
+	return info, nil
+}
+
+// ParseModinfo parses NUL-separated key=value records of a .modinfo section.
+func ParseModinfo(b []byte) Info {
+	var info Info
+	for _, rec := range bytes.Split(b, []byte{0}) {
+		k, v, ok := strings.Cut(string(rec), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			info.Name = Normalize(v)
+		case "depends":
+			for _, d := range strings.Split(v, ",") {
+				if d = strings.TrimSpace(d); d != "" {
+					info.Depends = append(info.Depends, Normalize(d))
+				}
+			}
+		case "alias":
+			info.Aliases = append(info.Aliases, v)
+		case "softdep":
+			// "pre: a b post: c"
+			pre := false
+			for _, w := range strings.Fields(v) {
+				switch w {
+				case "pre:":
+					pre = true
+				case "post:":
+					pre = false
+				default:
+					if pre {
+						info.SoftPre = append(info.SoftPre, Normalize(w))
+					}
+				}
+			}
+		}
+	}
+	return info
+}
+
+// ParseBuiltin reads modules.builtin (one kernel/…/name.ko path per line) into a set of
+// module names.
+func ParseBuiltin(b []byte) map[string]bool {
+	set := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if n := NameFromPath(strings.TrimSpace(line)); n != "" {
+			set[n] = true
+		}
+	}
+	return set
+}
+
+// Stage says where a module lives and when init loads it.
+type Stage string
+
+// Stages.
+const (
+	Early Stage = "early" // in the initramfs, loaded in order before the root is mounted
+	Late  Stage = "late"  // in the root filesystem, loaded by modalias or on demand
+)
+
+// Module is one entry of the manifest.
+type Module struct {
+	Name string `json:"name"`
+	// Path is relative to the filesystem root, e.g. lib/modules/<release>/kernel/fs/ext4/ext4.ko.xz.
+	Path    string   `json:"path"`
+	Stage   Stage    `json:"stage"`
+	Depends []string `json:"depends,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
+}
+
+// Manifest tells init which modules exist, in load order (every module after its
+// dependencies), and which device aliases each serves.
+type Manifest struct {
+	Kernel  string   `json:"kernel"`
+	Modules []Module `json:"modules"`
+	// Builtin are requested modules that the kernel has built in (nothing to load).
+	Builtin []string `json:"builtin,omitempty"`
+}
+
+// ManifestPath is where the manifest sits in the initramfs and the root filesystem.
+func ManifestPath(release string) string { return "lib/modules/" + release + "/kiln-modules.json" }
+
+// Source is what Resolve needs to know about the kernel package.
+type Source struct {
+	Release string
+	// Paths maps module name → path of its file, relative to the root.
+	Paths map[string]string
+	// Builtin is the set of modules built into the kernel.
+	Builtin map[string]bool
+	// Info returns the metadata of the named module.
+	Info func(name string) (Info, error)
+}
+
+// Resolve returns the manifest for the early and late module requests. Every dependency
+// is added with the stage of its first dependent (early wins); order is deterministic:
+// requests in the given order, each after its dependencies (depth first).
+func Resolve(src Source, early, late []string) (*Manifest, error) {
+	m := &Manifest{Kernel: src.Release}
+	index := map[string]int{}
+	visiting := map[string]bool{}
+	builtin := map[string]bool{}
+
+	var visit func(name string, stage Stage, chain []string, soft bool) error
+	visit = func(name string, stage Stage, chain []string, soft bool) error {
+		name = Normalize(name)
+		if _, ok := index[name]; ok {
+			return nil
+		}
+		if src.Builtin[name] {
+			if len(chain) == 0 {
+				builtin[name] = true
+			}
+			return nil
+		}
+		p, ok := src.Paths[name]
+		if !ok {
+			if soft {
+				return nil
+			}
+			if len(chain) == 0 {
+				return fmt.Errorf("module %s: not in kernel %s (neither a module nor built in)", name, src.Release)
+			}
+			return fmt.Errorf("module %s (needed by %s): not in kernel %s", name, strings.Join(chain, " → "), src.Release)
+		}
+		if visiting[name] {
+			return fmt.Errorf("module dependency cycle: %s → %s", strings.Join(chain, " → "), name)
+		}
+		visiting[name] = true
+		info, err := src.Info(name)
+		if err != nil {
+			return err
+		}
+		next := append(append([]string{}, chain...), name)
+		for _, d := range info.SoftPre {
+			if err := visit(d, stage, next, true); err != nil {
+				return err
+			}
+		}
+		for _, d := range info.Depends {
+			if err := visit(d, stage, next, false); err != nil {
+				return err
+			}
+		}
+		visiting[name] = false
+		aliases := append([]string{}, info.Aliases...)
+		sort.Strings(aliases)
+		index[name] = len(m.Modules)
+		m.Modules = append(m.Modules, Module{Name: name, Path: p, Stage: stage, Depends: info.Depends, Aliases: aliases})
+		return nil
+	}
+	for _, n := range early {
+		if err := visit(n, Early, nil, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range late {
+		if err := visit(n, Late, nil, false); err != nil {
+			return nil, err
+		}
+	}
+	for n := range builtin {
+		m.Builtin = append(m.Builtin, n)
+	}
+	sort.Strings(m.Builtin)
+	return m, nil
+}
+
+// Stage returns the modules of one stage, in load order.
+func (m *Manifest) Stage(s Stage) []Module {
+	var out []Module
+	for _, mod := range m.Modules {
+		if mod.Stage == s {
+			out = append(out, mod)
+		}
+	}
+	return out
+}

@@ -1,0 +1,117 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Banner is the first thing init prints on the console.
+func Banner(version, release, arch string) string {
+	return fmt.Sprintf("\nKiln %s (init, kernel %s, %s)\n", version, release, arch)
+}
+
+// KmsgWriter writes each Write as one kernel log record: "<level>kiln-init: msg". The
+// kernel prints it on the console when level is below the console log level (errors
+// and warnings also under `quiet`), and Dmesg shows all of it.
+type KmsgWriter struct {
+	mu  sync.Mutex
+	W   io.Writer // /dev/kmsg
+	Tag string
+}
+
+// NewKmsgHandler returns a slog handler writing to w (normally /dev/kmsg) as kernel
+// log records with slog levels mapped to kernel levels.
+func NewKmsgHandler(w io.Writer, tag string, level slog.Leveler) slog.Handler {
+	return &kmsgHandler{w: &KmsgWriter{W: w, Tag: tag}, level: level}
+}
+
+type kmsgHandler struct {
+	w     *KmsgWriter
+	level slog.Leveler
+	attrs []slog.Attr
+	group string
+}
+
+func (h *kmsgHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= h.level.Level()
+}
+
+func (h *kmsgHandler) Handle(_ context.Context, r slog.Record) error {
+	var b bytes.Buffer
+	th := slog.NewTextHandler(&b, &slog.HandlerOptions{
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey || a.Key == slog.MessageKey) {
+				return slog.Attr{}
+			}
+			return a
+		},
+	})
+	var hh slog.Handler = th
+	if len(h.attrs) > 0 {
+		hh = hh.WithAttrs(h.attrs)
+	}
+	if h.group != "" {
+		hh = hh.WithGroup(h.group)
+	}
+	if err := hh.Handle(context.Background(), r); err != nil {
+		return err
+	}
+	msg := r.Message
+	if rest := strings.TrimSuffix(b.String(), "\n"); rest != "" {
+		msg += " " + rest
+	}
+	return h.w.writeRecord(kernelLevel(r.Level), msg)
+}
+
+func (h *kmsgHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	n := *h
+	n.attrs = append(append([]slog.Attr(nil), h.attrs...), as...)
+	return &n
+}
+
+func (h *kmsgHandler) WithGroup(g string) slog.Handler {
+	n := *h
+	n.group = g
+	return &n
+}
+
+// kernelLevel maps slog levels to syslog priorities.
+func kernelLevel(l slog.Level) int {
+	switch {
+	case l >= slog.LevelError:
+		return 3
+	case l >= slog.LevelWarn:
+		return 4
+	case l >= slog.LevelInfo:
+		return 6
+	}
+	return 7
+}
+
+func (k *KmsgWriter) writeRecord(level int, msg string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	// The kernel truncates records at about 1 KiB; keep whole words of long messages.
+	const max = 900
+	if len(msg) > max {
+		msg = msg[:max] + "…"
+	}
+	_, err := fmt.Fprintf(k.W, "<%d>%s: %s\n", level, k.Tag, msg)
+	return err
+}
+
+// OpenConsole opens /dev/console for writing, falling back to stderr.
+func OpenConsole() io.Writer {
+	f, err := os.OpenFile("/dev/console", os.O_WRONLY|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return os.Stderr
+	}
+	return f
+}

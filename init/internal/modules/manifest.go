@@ -1,0 +1,152 @@
+package modules
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
+// Stages, as images/kmod writes them.
+const (
+	Early = "early" // in the initramfs, loaded before the root is mounted
+	Late  = "late"  // in the root filesystem, loaded on demand (coldplug)
+)
+
+// Module is one manifest entry. The JSON shape is images/kmod.Module's; init keeps its
+// own copy so PID 1 does not link the builder's ELF and xz readers (a test checks the
+// two stay compatible).
+type Module struct {
+	Name    string   `json:"name"`
+	Path    string   `json:"path"` // relative to the filesystem root
+	Stage   string   `json:"stage"`
+	Depends []string `json:"depends,omitempty"`
+	Aliases []string `json:"aliases,omitempty"`
+}
+
+// Manifest lists the modules of one kernel in load order.
+type Manifest struct {
+	Kernel  string   `json:"kernel"`
+	Modules []Module `json:"modules"`
+	Builtin []string `json:"builtin,omitempty"`
+
+	index map[string]int
+}
+
+// ManifestPath is where the manifest of a kernel release sits below a root.
+func ManifestPath(release string) string {
+	return "lib/modules/" + release + "/kiln-modules.json"
+}
+
+// Read reads and checks a manifest file.
+func Read(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("module manifest: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes a manifest and checks that every dependency is listed (or built in)
+// before the module that needs it.
+func Parse(b []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("module manifest: %w", err)
+	}
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (m *Manifest) check() error {
+	m.index = make(map[string]int, len(m.Modules))
+	for i, mod := range m.Modules {
+		if mod.Name == "" || mod.Path == "" {
+			return fmt.Errorf("module manifest: entry %d: name and path are required", i)
+		}
+		if _, dup := m.index[mod.Name]; dup {
+			return fmt.Errorf("module manifest: %s listed twice", mod.Name)
+		}
+		m.index[mod.Name] = i
+	}
+	// A dependency must come before its user. One that is not listed at all is built
+	// into the kernel (images/kmod records only requested built-ins).
+	for i, mod := range m.Modules {
+		for _, d := range mod.Depends {
+			if j, ok := m.index[d]; ok && j > i {
+				return fmt.Errorf("module manifest: %s depends on %s, which is listed after it", mod.Name, d)
+			}
+		}
+	}
+	return nil
+}
+
+// Stage returns the modules of a stage in load order.
+func (m *Manifest) Stage(stage string) []Module {
+	var out []Module
+	for _, mod := range m.Modules {
+		if mod.Stage == stage {
+			out = append(out, mod)
+		}
+	}
+	return out
+}
+
+// WithDeps returns the named modules and everything they depend on, in manifest (load)
+// order. Built-in names are dropped; an unknown requested name is an error, an unknown
+// dependency is taken as built in.
+func (m *Manifest) WithDeps(names ...string) ([]Module, error) {
+	builtin := map[string]bool{}
+	for _, b := range m.Builtin {
+		builtin[b] = true
+	}
+	need := map[int]bool{}
+	var visit func(n string, dep bool) error
+	visit = func(n string, dep bool) error {
+		i, ok := m.index[n]
+		if !ok {
+			if builtin[n] || dep {
+				return nil // built into the kernel
+			}
+			return fmt.Errorf("module %s is not in the manifest", n)
+		}
+		if need[i] {
+			return nil
+		}
+		need[i] = true
+		for _, d := range m.Modules[i].Depends {
+			if err := visit(d, true); err != nil {
+				return fmt.Errorf("%s: %w", n, err)
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, false); err != nil {
+			return nil, err
+		}
+	}
+	var out []Module
+	for i, mod := range m.Modules {
+		if need[i] {
+			out = append(out, mod)
+		}
+	}
+	return out, nil
+}
+
+// Match returns the names of the modules with an alias pattern matching modalias, in
+// manifest order.
+func (m *Manifest) Match(modalias string) []string {
+	var out []string
+	for _, mod := range m.Modules {
+		for _, a := range mod.Aliases {
+			if Glob(a, modalias) {
+				out = append(out, mod.Name)
+				break
+			}
+		}
+	}
+	return out
+}

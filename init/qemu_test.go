@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-os/kiln/images/kmod"
+	"github.com/kiln-os/kiln/tools/qemu"
+	"github.com/kiln-os/kiln/tools/qemu/qemutest"
+)
+
+// TestBootInQEMU boots the real init with the Debian kernel under TCG: early modules
+// (loop, squashfs) from a kmod manifest, the squashfs root through a loop device, the
+// switch of root, coldplug of virtio_net, supervision (the stand-in machined crashes
+// once and must come back), orphan reaping, and power-off on SIGUSR2 with QEMU exiting.
+func TestBootInQEMU(t *testing.T) {
+	arch := qemu.AMD64
+	qemutest.NeedQEMU(t, arch)
+	if _, err := exec.LookPath("mksquashfs"); err != nil {
+		t.Skipf("needs mksquashfs (apt-get install squashfs-tools): %v", err)
+	}
+	kernel := qemutest.Kernel(t, arch)
+	tree := qemutest.KernelTree(t, arch,
+		"./lib/modules/*/modules.builtin",
+		"./lib/modules/*/kernel/drivers/block/loop.ko.xz",
+		"./lib/modules/*/kernel/fs/squashfs/*",
+		"./lib/modules/*/kernel/drivers/net/virtio_net.ko.xz",
+		"./lib/modules/*/kernel/drivers/net/net_failover.ko.xz",
+		"./lib/modules/*/kernel/net/core/failover.ko.xz",
+	)
+	manifest, files := resolveModules(t, tree, []string{"loop", "squashfs"}, []string{"virtio_net"})
+
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "var", "etc", "sbin", filepath.Dir(kmod.ManifestPath(manifest.Kernel))} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(p string, b []byte, mode os.FileMode) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(root, "sbin", "machined"), qemutest.BuildGo(t, arch, "github.com/kiln-os/kiln/init/internal/testmachined"), 0o755)
+	write(filepath.Join(root, "etc", "os-release"), []byte("ID=kiln\n"), 0o644)
+	mj, err := json.Marshal(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(root, kmod.ManifestPath(manifest.Kernel)), mj, 0o644)
+	for rel, src := range files {
+		if m := moduleByPath(manifest, rel); m != nil && m.Stage == kmod.Late {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(filepath.Join(root, rel), b, 0o644)
+		}
+	}
+	sqsh := filepath.Join(dir, "rootfs.sqsh")
+	if out, err := exec.Command("mksquashfs", root, sqsh, "-noappend", "-quiet", "-all-root", "-comp", "xz").CombinedOutput(); err != nil {
+		t.Fatalf("mksquashfs: %v\n%s", err, out)
+	}
+
+	rd := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ifs := []qemu.File{
+		{Name: "init", Data: qemutest.BuildGo(t, arch, "github.com/kiln-os/kiln/init")},
+		{Name: "rootfs.sqsh", Data: rd(sqsh), Mode: 0o644},
+		{Name: kmod.ManifestPath(manifest.Kernel), Data: mj, Mode: 0o644},
+	}
+	for rel, src := range files {
+		if m := moduleByPath(manifest, rel); m != nil && m.Stage == kmod.Early {
+			ifs = append(ifs, qemu.File{Name: rel, Data: rd(src), Mode: 0o644})
+		}
+	}
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	if err := qemu.WriteInitramfs(initrd, ifs...); err != nil {
+		t.Fatal(err)
+	}
+
+	vm := qemutest.Start(t, qemu.Config{Arch: arch, Kernel: kernel, Initrd: initrd, Append: "quiet panic=-1", Timeout: 5 * time.Minute})
+	const wait = 3 * time.Minute
+	if err := vm.ExpectString("Kiln dev (init, kernel", wait); err != nil {
+		t.Fatal(err)
+	}
+	first, err := vm.Expect(regexp.MustCompile(`testmachined: run=1 .*`), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("QEMU start → machined started: %s", time.Since(vm.Started()).Round(time.Millisecond))
+	for _, want := range []string{"ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "virtio_net=true", "initramfs-freed=true"} {
+		if !strings.Contains(first[0], want) {
+			t.Errorf("first run: %q lacks %q", first[0], want)
+		}
+	}
+	second, err := vm.Expect(regexp.MustCompile(`testmachined: run=2 .*`), wait)
+	if err != nil {
+		t.Fatalf("machined was not restarted after it crashed: %v", err)
+	}
+	// DESIGN.md budget: init RSS ≤ 5 MiB, measured while it supervises machined.
+	m := regexp.MustCompile(`init:vmrss=(\d+)kB.*`).FindStringSubmatch(second[0])
+	if m == nil {
+		t.Errorf("no init RSS in %q", second[0])
+	} else if kb, _ := strconv.Atoi(m[1]); kb > 5120 {
+		t.Errorf("init RSS %d kB > 5120 kB budget (%s); PID 1 mappings over 64 kB:", kb, m[0])
+		if b, err := os.ReadFile(vm.SerialLog()); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "testmachined: smaps") {
+					t.Log(l)
+				}
+			}
+		}
+	} else {
+		t.Logf("init RSS while supervising: %s", m[0])
+	}
+	if err := vm.ExpectString("testmachined: zombies=0;", wait); err != nil {
+		t.Errorf("orphan not reaped: %v", err)
+	}
+	if err := vm.ExpectString("kiln-init: power off", wait); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := vm.Wait(ctx); err != nil {
+		t.Fatalf("QEMU did not exit cleanly after power-off: %v", err)
+	}
+}
+
+// resolveModules reads the extracted modules' .modinfo with the image builder's kmod
+// package and returns its manifest and a map of manifest path → extracted file.
+func resolveModules(t *testing.T, tree string, early, late []string) (*kmod.Manifest, map[string]string) {
+	t.Helper()
+	rels, _ := filepath.Glob(filepath.Join(tree, "lib", "modules", "*"))
+	if len(rels) != 1 {
+		t.Fatalf("want one kernel release in %s, got %q", tree, rels)
+	}
+	release := filepath.Base(rels[0])
+	src := kmod.Source{Release: release, Paths: map[string]string{}, Builtin: map[string]bool{}}
+	files := map[string]string{}
+	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if n := kmod.NameFromPath(p); n != "" {
+			rel, _ := filepath.Rel(tree, p)
+			src.Paths[n] = rel
+			files[rel] = p
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rels[0], "modules.builtin")); err == nil {
+		src.Builtin = kmod.ParseBuiltin(b)
+	}
+	src.Info = func(name string) (kmod.Info, error) {
+		p := filepath.Join(tree, src.Paths[name])
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return kmod.Info{}, err
+		}
+		return kmod.ReadInfo(p, b)
+	}
+	m, err := kmod.Resolve(src, early, late)
+	if err != nil {
+		t.Fatalf("resolve modules: %v", err)
+	}
+	return m, files
+}
+
+func moduleByPath(m *kmod.Manifest, rel string) *kmod.Module {
+	for i := range m.Modules {
+		if m.Modules[i].Path == rel {
+			return &m.Modules[i]
+		}
+	}
+	return nil
+}
