@@ -1,20 +1,47 @@
 // Package daemon is machined: it owns one node. It keeps the machine config
 // in the store, applies it through the reconcilers (identity, host name,
-// extension services), serves the machine API (machined/server) and carries
-// out reboots and shutdowns.
+// network, extension services), serves the machine API (machined/server) and
+// carries out reboots and shutdowns.
 //
-// This package runs machined in "process mode": an ordinary, unprivileged
-// process keeping all its state under one root directory, which is how
-// developers and tests run it. On a Kiln node the same daemon runs under
-// init with the real seams plugged in (HostnameSetter, the kernel log, power
-// through init).
+// It runs in one of two modes. In "process mode" it is an ordinary,
+// unprivileged process keeping all its state under one root directory, which
+// is how developers and tests run it. In "node mode" (PrepareNode) it is the
+// daemon of a Kiln node, the child of init: it finds the system disk by its
+// partition labels, mounts STATE at /system/state and EPHEMERAL at /var
+// (growing it to fill the disk), sets the kernel's host name, brings up the
+// network, reads the kernel log from /dev/kmsg, and reboots or powers off by
+// signalling init.
 //
-// Layout under the root:
+// Layout under the root in process mode (on a node: /system/state, /var/log,
+// /run/machined):
 //
 //	state/                the STATE partition: config store (config, config.prev, staged)
 //	state/identity/       the maintenance certificate (stable fingerprint)
 //	var/log/              one log per service
 //	run/                  runtime files
+//
+// # Console
+//
+// When the machine API listens, machined writes one readiness line to the
+// console (Options.Console), in this stable format:
+//
+//	[kiln] ready api=<listen address> mode=<maintenance|configured> fingerprint=sha256:<64 hex> addrs=<a,b,...|none> hostname=<name|none> platform=<node|process>
+//
+// The line starts with "[kiln] ready " and is followed by key=value pairs
+// separated by single spaces; values never contain spaces. fingerprint is the
+// SHA-256 of the certificate the API serves at that moment (the one `kctl
+// --insecure --cert-fingerprint` pins in maintenance mode). addrs lists the
+// node's global unicast addresses. Keys may be added at the end of the line
+// later; existing keys keep their meaning. Tests and tools wait for this line
+// (regular expression `\[kiln\] ready api=(\S+) mode=(\S+) fingerprint=sha256:([0-9a-f]{64})`).
+//
+// In maintenance mode, a few lines before it tell an operator at the console
+// the node's addresses, the fingerprint and the exact command to run:
+//
+//	[kiln] maintenance mode: this node has no configuration
+//	[kiln]   addresses:   10.0.2.15
+//	[kiln]   fingerprint: sha256:...
+//	[kiln]   apply one:   kctl apply-config --insecure -n 10.0.2.15 -f controlplane.yaml
 package daemon
 
 import (
@@ -45,6 +72,13 @@ const (
 	DefaultTryTimeout = time.Minute
 	// PlatformProcess is reported by Version in process mode.
 	PlatformProcess = "process"
+	// PlatformNode is reported by Version on a Kiln node.
+	PlatformNode = "node"
+	// DefaultNetworkWait bounds how long a starting node waits for an address
+	// before it reports readiness without one.
+	DefaultNetworkWait = 15 * time.Second
+	// crashExitCode is how the "crash" debug action ends machined.
+	crashExitCode = 3
 	// powerDelay lets the answer to Reboot or Shutdown reach the caller
 	// before the server stops.
 	powerDelay  = 100 * time.Millisecond
@@ -79,9 +113,45 @@ type Options struct {
 	Console io.Writer
 	// Hostname applies the host name; nil records it only.
 	Hostname HostnameSetter
+	// FallbackHostname is the host name when the configuration names none
+	// and in maintenance mode (on a node: kiln-xxxxxx from the first NIC's
+	// MAC address). Empty: none.
+	FallbackHostname string
 	// TryTimeout is the default rollback delay of TRY applies
 	// (DefaultTryTimeout when zero).
 	TryTimeout time.Duration
+
+	// Platform is reported by Version (PlatformProcess when empty).
+	Platform string
+	// StateDir, LogDir and RunDir override the directories under Root (a
+	// node keeps them on its partitions). Root may be empty when all three
+	// are set.
+	StateDir, LogDir, RunDir string
+	// Network brings up the host network; nil leaves it alone (process
+	// mode).
+	Network Network
+	// NetworkWait bounds the wait for an address before the readiness line
+	// (DefaultNetworkWait when zero); only with Network.
+	NetworkWait time.Duration
+	// Power carries out a reboot or power-off after machined stopped its
+	// services (a node signals init). Nil: Run returns ErrReboot for a
+	// reboot and nil for a power-off (process mode).
+	Power func(PowerAction) error
+	// DebugActions enables the DebugAction call (tests).
+	DebugActions bool
+	// Exit ends the process for the "crash" debug action (os.Exit when nil).
+	Exit func(code int)
+	// MountsPath is the mount table (/proc/self/mounts when empty) and
+	// ProcNet the socket tables (/proc/net when empty).
+	MountsPath, ProcNet string
+}
+
+// Network is the host network seam: on a node, a networking.Controller.
+type Network interface {
+	// Reconcile makes the network what cfg says (nil: maintenance mode).
+	Reconcile(ctx context.Context, cfg *config.Config) error
+	// WaitAddress waits until the node has an address or ctx ends.
+	WaitAddress(ctx context.Context) bool
 }
 
 // PowerAction is what the API asked the node to do.
@@ -131,8 +201,23 @@ type Daemon struct {
 // New checks the options and prepares the state directories; Start brings
 // the node up.
 func New(opts Options) (*Daemon, error) {
-	if opts.Root == "" {
+	if opts.Root == "" && (opts.StateDir == "" || opts.LogDir == "" || opts.RunDir == "") {
 		return nil, errors.New("daemon: no root directory")
+	}
+	if opts.Platform == "" {
+		opts.Platform = PlatformProcess
+	}
+	if opts.NetworkWait <= 0 {
+		opts.NetworkWait = DefaultNetworkWait
+	}
+	if opts.Exit == nil {
+		opts.Exit = os.Exit
+	}
+	if opts.MountsPath == "" {
+		opts.MountsPath = "/proc/self/mounts"
+	}
+	if opts.ProcNet == "" {
+		opts.ProcNet = "/proc/net"
 	}
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
@@ -146,12 +231,23 @@ func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	root, err := filepath.Abs(opts.Root)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: root %s: %w", opts.Root, err)
+	if opts.Root != "" {
+		root, err := filepath.Abs(opts.Root)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: root %s: %w", opts.Root, err)
+		}
+		opts.Root = root
+		if opts.StateDir == "" {
+			opts.StateDir = stateDir(root)
+		}
+		if opts.LogDir == "" {
+			opts.LogDir = logDir(root)
+		}
+		if opts.RunDir == "" {
+			opts.RunDir = runDir(root)
+		}
 	}
-	opts.Root = root
-	for _, dir := range []string{stateDir(root), identityDir(root), logDir(root), runDir(root)} {
+	for _, dir := range []string{opts.StateDir, identityDir(opts.StateDir), opts.LogDir, opts.RunDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
@@ -166,20 +262,24 @@ func New(opts Options) (*Daemon, error) {
 	}, nil
 }
 
-func stateDir(root string) string    { return filepath.Join(root, "state") }
-func identityDir(root string) string { return filepath.Join(root, "state", "identity") }
-func logDir(root string) string      { return filepath.Join(root, "var", "log") }
-func runDir(root string) string      { return filepath.Join(root, "run") }
+func stateDir(root string) string     { return filepath.Join(root, "state") }
+func identityDir(state string) string { return filepath.Join(state, "identity") }
+func logDir(root string) string       { return filepath.Join(root, "var", "log") }
+func runDir(root string) string       { return filepath.Join(root, "run") }
+
+// seedName is a configuration put on STATE by the image builder (kctl image
+// build --config): taken as the first configuration when the store has none.
+const seedName = "config.yaml"
 
 // Start opens the store, takes a staged configuration, applies the stored
 // one (or enters maintenance mode) and starts serving the machine API.
 func (d *Daemon) Start(ctx context.Context) error {
 	var err error
-	if d.store, err = store.Open(stateDir(d.opts.Root), d.log); err != nil {
+	if d.store, err = store.Open(d.opts.StateDir, d.log); err != nil {
 		return err
 	}
 	var created bool
-	d.maintenanceCert, created, err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.Root), "maintenance.pem"), time.Now())
+	d.maintenanceCert, created, err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.StateDir), "maintenance.pem"), time.Now())
 	if err != nil {
 		return err
 	}
@@ -188,7 +288,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.sup = supervisor.New(supervisor.Options{
 		Logger:  d.log,
-		LogDir:  logDir(d.opts.Root),
+		LogDir:  d.opts.LogDir,
 		OnEvent: d.serviceEvent,
 	})
 	d.srv, err = server.New(server.Options{
@@ -210,13 +310,16 @@ func (d *Daemon) Start(ctx context.Context) error {
 		if err != store.ErrNoConfig { // wrapped: files exist but are torn or corrupt
 			d.log.Warn("no usable stored configuration", "err", err)
 		}
+		if err := d.takeSeed(ctx); err != nil {
+			return err
+		}
 	case err != nil:
 		return fmt.Errorf("load machine configuration: %w", err)
 	default:
 		cfg, err := config.Parse(raw)
 		if err != nil {
 			return fmt.Errorf("the stored machine configuration is invalid (apply a fixed one with a previous machined, or remove %s to start in maintenance mode): %w",
-				stateDir(d.opts.Root), err)
+				d.opts.StateDir, err)
 		}
 		d.mu.Lock()
 		err = d.activate(ctx, cfg, raw, false)
@@ -226,23 +329,66 @@ func (d *Daemon) Start(ctx context.Context) error {
 		}
 	}
 
+	d.mu.Lock()
+	var merr error
+	if d.cfg == nil {
+		// Maintenance mode still has a host name and a network to reach it by.
+		merr = d.reconcile(ctx, nil)
+	}
+	d.mu.Unlock()
+	if merr != nil {
+		return fmt.Errorf("maintenance mode: %w", merr)
+	}
+
 	if d.lis, err = net.Listen("tcp", d.opts.Listen); err != nil {
 		return fmt.Errorf("listen for the machine API: %w", err)
 	}
 	go func() { d.served <- d.srv.Serve(d.lis) }()
 
-	fp := Fingerprint(d.maintenanceCert)
-	if d.srv.Maintenance() {
-		d.log.Info("machine API ready", "addr", d.lis.Addr().String(), "mode", "maintenance", "fingerprint", fp)
-		if d.opts.Console != nil {
-			fmt.Fprintf(d.opts.Console, "machined: maintenance mode: apply a configuration with `kctl apply-config --insecure` to %s\nmachined: certificate fingerprint %s\n",
-				d.lis.Addr(), fp)
+	if d.opts.Network != nil {
+		wctx, cancel := context.WithTimeout(ctx, d.opts.NetworkWait)
+		if !d.opts.Network.WaitAddress(wctx) {
+			d.log.Warn("no network address yet; the node may not be reachable", "waited", d.opts.NetworkWait)
 		}
-		d.bus.Publish("machine.ready", "machine API ready in maintenance mode", map[string]string{"addr": d.lis.Addr().String(), "fingerprint": fp})
-	} else {
-		d.log.Info("machine API ready", "addr", d.lis.Addr().String(), "mode", "configured")
-		d.bus.Publish("machine.ready", "machine API ready", map[string]string{"addr": d.lis.Addr().String()})
+		cancel()
 	}
+	d.announce()
+	return nil
+}
+
+// takeSeed applies a configuration the image builder put on STATE, when
+// the store has none: it is validated, applied and stored like a first
+// apply, and then removed (the store holds it from then on). An invalid seed
+// is set aside and the node starts in maintenance mode.
+func (d *Daemon) takeSeed(ctx context.Context) error {
+	path := filepath.Join(d.opts.StateDir, seedName)
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the configuration from the image: %w", err)
+	}
+	cfg, err := config.Parse(raw)
+	if err != nil {
+		d.log.Error("the configuration from the image is invalid; starting in maintenance mode", "path", path, "err", err)
+		d.bus.Publish("config.seed.invalid", "configuration from the image discarded: "+err.Error(), nil)
+		if rerr := os.Rename(path, path+".invalid"); rerr != nil {
+			d.log.Warn("set the invalid configuration aside", "err", rerr)
+		}
+		return nil
+	}
+	d.mu.Lock()
+	err = d.activate(ctx, cfg, raw, true)
+	d.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("apply the configuration from the image: %w", err)
+	}
+	if err := os.Remove(path); err != nil {
+		d.log.Warn("remove the configuration from the image after storing it", "err", err)
+	}
+	d.log.Info("configuration from the image applied", "checksum", checksum(raw))
+	d.bus.Publish("config.applied", "configuration from the image applied", map[string]string{"checksum": checksum(raw)})
 	return nil
 }
 
@@ -315,6 +461,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
 	err := errors.Join(serveErr, d.Stop(stopCtx))
+	if action != PowerNone && d.opts.Power != nil {
+		if perr := d.opts.Power(action); perr != nil {
+			return errors.Join(err, perr)
+		}
+		return err
+	}
 	if action == PowerReboot {
 		return errors.Join(ErrReboot, err)
 	}

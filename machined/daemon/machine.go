@@ -54,7 +54,7 @@ func (d *Daemon) Version(context.Context) (*server.Version, error) {
 		Arch:        runtime.GOARCH,
 		Maintenance: maintenance,
 		Hostname:    hostname,
-		Platform:    PlatformProcess,
+		Platform:    d.opts.Platform,
 	}, nil
 }
 

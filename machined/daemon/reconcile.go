@@ -23,6 +23,7 @@ func (d *Daemon) reconcilers() []reconciler {
 	return []reconciler{
 		{"identity", d.reconcileIdentity},
 		{"hostname", d.reconcileHostname},
+		{"network", d.reconcileNetwork},
 		{"services", d.reconcileServices},
 	}
 }
@@ -50,12 +51,15 @@ func (d *Daemon) reconcileIdentity(_ context.Context, cfg *config.Config) error 
 	return d.srv.SetIdentity(id)
 }
 
-// reconcileHostname records the host name and hands it to the system's
-// HostnameSetter, if there is one.
+// reconcileHostname records the host name (the configured one, else the
+// fallback) and hands it to the system's HostnameSetter, if there is one.
 func (d *Daemon) reconcileHostname(_ context.Context, cfg *config.Config) error {
 	name := ""
 	if cfg != nil {
 		name = cfg.Hostname()
+	}
+	if name == "" {
+		name = d.opts.FallbackHostname
 	}
 	if name == d.hostname {
 		return nil
@@ -67,4 +71,13 @@ func (d *Daemon) reconcileHostname(_ context.Context, cfg *config.Config) error 
 	}
 	d.hostname = name
 	return nil
+}
+
+// reconcileNetwork hands the configuration to the host network, if machined
+// manages one (node mode).
+func (d *Daemon) reconcileNetwork(ctx context.Context, cfg *config.Config) error {
+	if d.opts.Network == nil {
+		return nil
+	}
+	return d.opts.Network.Reconcile(ctx, cfg)
 }

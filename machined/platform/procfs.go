@@ -80,25 +80,43 @@ type Socket struct {
 	UID   int
 }
 
-// tcpListen is TCP_LISTEN in /proc/net/tcp's st column.
-const tcpListen = "0A"
+// Socket states in the st column of /proc/net/{tcp,udp}{,6}.
+const (
+	// tcpListen is TCP_LISTEN.
+	tcpListen = "0A"
+	// udpUnconnected is TCP_CLOSE on a UDP socket: one that receives from
+	// anyone rather than one peer, what netstat -lu shows.
+	udpUnconnected = "07"
+)
 
 // Listening returns the listening TCP sockets of procNet (normally /proc/net, which is
 // the caller's network namespace), IPv4 then IPv6.
 func Listening(procNet string) ([]Socket, error) {
+	return readNetTables(procNet, "tcp", tcpListen)
+}
+
+// BoundUDP returns the unconnected (receiving) UDP sockets of procNet, IPv4
+// then IPv6.
+func BoundUDP(procNet string) ([]Socket, error) {
+	return readNetTables(procNet, "udp", udpUnconnected)
+}
+
+// readNetTables reads procNet/proto and procNet/proto6 and keeps the
+// sockets in state.
+func readNetTables(procNet, proto, state string) ([]Socket, error) {
 	var out []Socket
-	for _, name := range []string{"tcp", "tcp6"} {
+	for _, name := range []string{proto, proto + "6"} {
 		f, err := os.Open(filepath.Join(procNet, name))
-		if os.IsNotExist(err) && name == "tcp6" {
+		if os.IsNotExist(err) && name != proto {
 			continue // kernel without IPv6
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listening sockets: %w", err)
+			return nil, fmt.Errorf("%s sockets: %w", proto, err)
 		}
-		s, err := ParseNetTCP(f)
+		s, err := parseNetTable(f, state)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("listening sockets: %s: %w", name, err)
+			return nil, fmt.Errorf("%s sockets: %s: %w", proto, name, err)
 		}
 		out = append(out, s...)
 	}
@@ -107,6 +125,16 @@ func Listening(procNet string) ([]Socket, error) {
 
 // ParseNetTCP returns the listening sockets of a /proc/net/tcp or tcp6 file.
 func ParseNetTCP(r io.Reader) ([]Socket, error) {
+	return parseNetTable(r, tcpListen)
+}
+
+// ParseNetUDP returns the unconnected sockets of a /proc/net/udp or udp6 file.
+func ParseNetUDP(r io.Reader) ([]Socket, error) {
+	return parseNetTable(r, udpUnconnected)
+}
+
+// parseNetTable returns the sockets in state of a /proc/net socket table.
+func parseNetTable(r io.Reader, state string) ([]Socket, error) {
 	var out []Socket
 	sc := bufio.NewScanner(r)
 	first := true
@@ -116,10 +144,7 @@ func ParseNetTCP(r io.Reader) ([]Socket, error) {
 			continue
 		}
 		f := strings.Fields(sc.Text())
-		if len(f) < 10 {
-			continue
-		}
-		if f[3] != tcpListen {
+		if len(f) < 10 || f[3] != state {
 			continue
 		}
 		ap, err := parseHexAddrPort(f[1])

@@ -211,6 +211,20 @@ var calls = map[string]func(ctx context.Context, cc *grpc.ClientConn) error{
 		_, err := machine.NewMachineServiceClient(cc).Shutdown(ctx, &machine.ShutdownRequest{})
 		return err
 	},
+	machine.MachineService_Mounts_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Mounts(ctx, &machine.MountsRequest{})
+		return err
+	},
+	machine.MachineService_Netstat_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Netstat(ctx, &machine.NetstatRequest{})
+		return err
+	},
+	machine.MachineService_DebugAction_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		// Debug actions are disabled in the fake: allowed callers get
+		// FailedPrecondition, which is not a refusal.
+		_, err := machine.NewMachineServiceClient(cc).DebugAction(ctx, &machine.DebugActionRequest{Action: "crash"})
+		return err
+	},
 	roles.HealthCheck: func(ctx context.Context, cc *grpc.ClientConn) error {
 		_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 		return err

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -23,6 +24,9 @@ type fakeMachine struct {
 	shutdowns int
 	redacted  []bool // the redact argument of every Config call
 	applied   []ApplyRequest
+	// debug enables DebugAction; actions lists those it ran.
+	debug   bool
+	actions []string
 }
 
 func newFakeMachine() *fakeMachine {
@@ -109,4 +113,31 @@ func (f *fakeMachine) Shutdown(context.Context) error {
 	defer f.mu.Unlock()
 	f.shutdowns++
 	return nil
+}
+
+func (f *fakeMachine) Mounts(context.Context) ([]Mount, error) {
+	return []Mount{
+		{Source: "/dev/loop0", Target: "/", FSType: "squashfs", Options: "ro,relatime"},
+		{Source: "/dev/vda4", Target: "/var", FSType: "ext4", Options: "rw,nosuid,nodev,noatime"},
+	}, nil
+}
+
+func (f *fakeMachine) Netstat(context.Context) ([]Socket, error) {
+	return []Socket{
+		{Protocol: "tcp6", Local: netip.MustParseAddrPort("[::]:50000"), State: "LISTEN"},
+		{Protocol: "udp", Local: netip.MustParseAddrPort("10.0.2.15:68")},
+	}, nil
+}
+
+func (f *fakeMachine) DebugAction(_ context.Context, action string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.debug {
+		return "", fmt.Errorf("%w: debug actions are disabled", ErrPrecondition)
+	}
+	if action != "crash" {
+		return "", fmt.Errorf("%w: unknown debug action %q", ErrInvalidArgument, action)
+	}
+	f.actions = append(f.actions, action)
+	return "crashing", nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/kiln-os/kiln/machined/api/machine"
@@ -37,6 +38,32 @@ type Machine interface {
 	// caller gets its answer.
 	Reboot(ctx context.Context) error
 	Shutdown(ctx context.Context) error
+
+	// Mounts lists the mounted filesystems.
+	Mounts(ctx context.Context) ([]Mount, error)
+	// Netstat lists the listening TCP and bound UDP sockets.
+	Netstat(ctx context.Context) ([]Socket, error)
+	// DebugAction runs a test-only action and returns what to tell the
+	// caller. Like Reboot it must return before an action that ends
+	// machined takes effect. A Machine that has debug actions disabled
+	// wraps ErrPrecondition; an unknown action wraps ErrInvalidArgument.
+	DebugAction(ctx context.Context, action string) (string, error)
+}
+
+// Mount is a mounted filesystem.
+type Mount struct {
+	Source, Target, FSType string
+	// Options as in /proc/mounts, e.g. "ro,relatime".
+	Options string
+}
+
+// Socket is a listening TCP socket or a bound UDP socket.
+type Socket struct {
+	// Protocol is "tcp", "tcp6", "udp" or "udp6".
+	Protocol string
+	Local    netip.AddrPort
+	// State is "LISTEN" for TCP listeners and empty for UDP.
+	State string
 }
 
 // LogSource is the log of one service (a *logstore.Log).

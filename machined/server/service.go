@@ -332,3 +332,49 @@ func (v *service) Shutdown(ctx context.Context, _ *machine.ShutdownRequest) (*ma
 	}
 	return &machine.ShutdownResponse{Message: "shutting down"}, nil
 }
+
+func (v *service) Mounts(ctx context.Context, _ *machine.MountsRequest) (*machine.MountsResponse, error) {
+	mounts, err := v.s.m.Mounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &machine.MountsResponse{}
+	for _, m := range mounts {
+		resp.Mounts = append(resp.Mounts, &machine.Mount{
+			Source:  m.Source,
+			Target:  m.Target,
+			Fstype:  m.FSType,
+			Options: m.Options,
+		})
+	}
+	return resp, nil
+}
+
+func (v *service) Netstat(ctx context.Context, _ *machine.NetstatRequest) (*machine.NetstatResponse, error) {
+	socks, err := v.s.m.Netstat(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &machine.NetstatResponse{}
+	for _, s := range socks {
+		resp.Sockets = append(resp.Sockets, &machine.Socket{
+			Protocol:     s.Protocol,
+			LocalAddress: s.Local.Addr().String(),
+			LocalPort:    uint32(s.Local.Port()),
+			State:        s.State,
+		})
+	}
+	return resp, nil
+}
+
+func (v *service) DebugAction(ctx context.Context, req *machine.DebugActionRequest) (*machine.DebugActionResponse, error) {
+	action := req.GetAction()
+	if action == "" {
+		return nil, fmt.Errorf("%w: debug action is empty", ErrInvalidArgument)
+	}
+	msg, err := v.s.m.DebugAction(ctx, action)
+	if err != nil {
+		return nil, fmt.Errorf("debug action %q: %w", action, err)
+	}
+	return &machine.DebugActionResponse{Message: msg}, nil
+}

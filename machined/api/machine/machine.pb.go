@@ -1719,6 +1719,394 @@ func (x *ShutdownResponse) GetMessage() string {
 	return ""
 }
 
+type MountsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountsRequest) Reset() {
+	*x = MountsRequest{}
+	mi := &file_machine_machine_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountsRequest) ProtoMessage() {}
+
+func (x *MountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountsRequest.ProtoReflect.Descriptor instead.
+func (*MountsRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{29}
+}
+
+type Mount struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Source string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Fstype string                 `protobuf:"bytes,3,opt,name=fstype,proto3" json:"fstype,omitempty"`
+	// Mount options as in /proc/mounts, e.g. "ro,relatime".
+	Options       string `protobuf:"bytes,4,opt,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mount) Reset() {
+	*x = Mount{}
+	mi := &file_machine_machine_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mount) ProtoMessage() {}
+
+func (x *Mount) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
+func (*Mount) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *Mount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Mount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Mount) GetFstype() string {
+	if x != nil {
+		return x.Fstype
+	}
+	return ""
+}
+
+func (x *Mount) GetOptions() string {
+	if x != nil {
+		return x.Options
+	}
+	return ""
+}
+
+type MountsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mounts        []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountsResponse) Reset() {
+	*x = MountsResponse{}
+	mi := &file_machine_machine_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountsResponse) ProtoMessage() {}
+
+func (x *MountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountsResponse.ProtoReflect.Descriptor instead.
+func (*MountsResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *MountsResponse) GetMounts() []*Mount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+type NetstatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetstatRequest) Reset() {
+	*x = NetstatRequest{}
+	mi := &file_machine_machine_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetstatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetstatRequest) ProtoMessage() {}
+
+func (x *NetstatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetstatRequest.ProtoReflect.Descriptor instead.
+func (*NetstatRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{32}
+}
+
+type Socket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "tcp", "tcp6", "udp" or "udp6".
+	Protocol     string `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	LocalAddress string `protobuf:"bytes,2,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`
+	LocalPort    uint32 `protobuf:"varint,3,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	// TCP state, "LISTEN" for listeners; empty for UDP.
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Socket) Reset() {
+	*x = Socket{}
+	mi := &file_machine_machine_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Socket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Socket) ProtoMessage() {}
+
+func (x *Socket) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Socket.ProtoReflect.Descriptor instead.
+func (*Socket) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Socket) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Socket) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *Socket) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+func (x *Socket) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type NetstatResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Listening TCP sockets and bound UDP sockets.
+	Sockets       []*Socket `protobuf:"bytes,1,rep,name=sockets,proto3" json:"sockets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetstatResponse) Reset() {
+	*x = NetstatResponse{}
+	mi := &file_machine_machine_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetstatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetstatResponse) ProtoMessage() {}
+
+func (x *NetstatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetstatResponse.ProtoReflect.Descriptor instead.
+func (*NetstatResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *NetstatResponse) GetSockets() []*Socket {
+	if x != nil {
+		return x.Sockets
+	}
+	return nil
+}
+
+type DebugActionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        string                 `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugActionRequest) Reset() {
+	*x = DebugActionRequest{}
+	mi := &file_machine_machine_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugActionRequest) ProtoMessage() {}
+
+func (x *DebugActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugActionRequest.ProtoReflect.Descriptor instead.
+func (*DebugActionRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DebugActionRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+type DebugActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DebugActionResponse) Reset() {
+	*x = DebugActionResponse{}
+	mi := &file_machine_machine_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DebugActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DebugActionResponse) ProtoMessage() {}
+
+func (x *DebugActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DebugActionResponse.ProtoReflect.Descriptor instead.
+func (*DebugActionResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *DebugActionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
@@ -1840,14 +2228,34 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\tR\amessage\"\x11\n" +
 	"\x0fShutdownRequest\",\n" +
 	"\x10ShutdownResponse\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"\x0f\n" +
+	"\rMountsRequest\"i\n" +
+	"\x05Mount\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
+	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x18\n" +
+	"\aoptions\x18\x04 \x01(\tR\aoptions\"F\n" +
+	"\x0eMountsResponse\x124\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x1c.kiln.machine.v1alpha1.MountR\x06mounts\"\x10\n" +
+	"\x0eNetstatRequest\"~\n" +
+	"\x06Socket\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12#\n" +
+	"\rlocal_address\x18\x02 \x01(\tR\flocalAddress\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x03 \x01(\rR\tlocalPort\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"J\n" +
+	"\x0fNetstatResponse\x127\n" +
+	"\asockets\x18\x01 \x03(\v2\x1d.kiln.machine.v1alpha1.SocketR\asockets\",\n" +
+	"\x12DebugActionRequest\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\"/\n" +
+	"\x13DebugActionResponse\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage*|\n" +
 	"\tApplyMode\x12\x13\n" +
 	"\x0fAPPLY_MODE_AUTO\x10\x00\x12\x18\n" +
 	"\x14APPLY_MODE_NO_REBOOT\x10\x01\x12\x15\n" +
 	"\x11APPLY_MODE_REBOOT\x10\x02\x12\x15\n" +
 	"\x11APPLY_MODE_STAGED\x10\x03\x12\x12\n" +
-	"\x0eAPPLY_MODE_TRY\x10\x042\xc4\n" +
-	"\n" +
+	"\x0eAPPLY_MODE_TRY\x10\x042\xdb\f\n" +
 	"\x0eMachineService\x12y\n" +
 	"\x12ApplyConfiguration\x120.kiln.machine.v1alpha1.ApplyConfigurationRequest\x1a1.kiln.machine.v1alpha1.ApplyConfigurationResponse\x12\x7f\n" +
 	"\x14ConfirmConfiguration\x122.kiln.machine.v1alpha1.ConfirmConfigurationRequest\x1a3.kiln.machine.v1alpha1.ConfirmConfigurationResponse\x12^\n" +
@@ -1862,7 +2270,10 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x05Dmesg\x12#.kiln.machine.v1alpha1.DmesgRequest\x1a!.kiln.machine.v1alpha1.DmesgEntry0\x01\x12N\n" +
 	"\x06Events\x12$.kiln.machine.v1alpha1.EventsRequest\x1a\x1c.kiln.machine.v1alpha1.Event0\x01\x12U\n" +
 	"\x06Reboot\x12$.kiln.machine.v1alpha1.RebootRequest\x1a%.kiln.machine.v1alpha1.RebootResponse\x12[\n" +
-	"\bShutdown\x12&.kiln.machine.v1alpha1.ShutdownRequest\x1a'.kiln.machine.v1alpha1.ShutdownResponseB6Z4github.com/kiln-os/kiln/machined/api/machine;machineb\x06proto3"
+	"\bShutdown\x12&.kiln.machine.v1alpha1.ShutdownRequest\x1a'.kiln.machine.v1alpha1.ShutdownResponse\x12U\n" +
+	"\x06Mounts\x12$.kiln.machine.v1alpha1.MountsRequest\x1a%.kiln.machine.v1alpha1.MountsResponse\x12X\n" +
+	"\aNetstat\x12%.kiln.machine.v1alpha1.NetstatRequest\x1a&.kiln.machine.v1alpha1.NetstatResponse\x12d\n" +
+	"\vDebugAction\x12).kiln.machine.v1alpha1.DebugActionRequest\x1a*.kiln.machine.v1alpha1.DebugActionResponseB6Z4github.com/kiln-os/kiln/machined/api/machine;machineb\x06proto3"
 
 var (
 	file_machine_machine_proto_rawDescOnce sync.Once
@@ -1877,7 +2288,7 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                       // 0: kiln.machine.v1alpha1.ApplyMode
 	(*ApplyConfigurationRequest)(nil),    // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest
@@ -1909,58 +2320,74 @@ var file_machine_machine_proto_goTypes = []any{
 	(*RebootResponse)(nil),               // 27: kiln.machine.v1alpha1.RebootResponse
 	(*ShutdownRequest)(nil),              // 28: kiln.machine.v1alpha1.ShutdownRequest
 	(*ShutdownResponse)(nil),             // 29: kiln.machine.v1alpha1.ShutdownResponse
-	nil,                                  // 30: kiln.machine.v1alpha1.Event.AttributesEntry
-	(*durationpb.Duration)(nil),          // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 32: google.protobuf.Timestamp
+	(*MountsRequest)(nil),                // 30: kiln.machine.v1alpha1.MountsRequest
+	(*Mount)(nil),                        // 31: kiln.machine.v1alpha1.Mount
+	(*MountsResponse)(nil),               // 32: kiln.machine.v1alpha1.MountsResponse
+	(*NetstatRequest)(nil),               // 33: kiln.machine.v1alpha1.NetstatRequest
+	(*Socket)(nil),                       // 34: kiln.machine.v1alpha1.Socket
+	(*NetstatResponse)(nil),              // 35: kiln.machine.v1alpha1.NetstatResponse
+	(*DebugActionRequest)(nil),           // 36: kiln.machine.v1alpha1.DebugActionRequest
+	(*DebugActionResponse)(nil),          // 37: kiln.machine.v1alpha1.DebugActionResponse
+	nil,                                  // 38: kiln.machine.v1alpha1.Event.AttributesEntry
+	(*durationpb.Duration)(nil),          // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 40: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
 	0,  // 0: kiln.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
-	31, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	39, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
 	0,  // 2: kiln.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
 	8,  // 3: kiln.machine.v1alpha1.VersionResponse.version:type_name -> kiln.machine.v1alpha1.VersionInfo
 	11, // 4: kiln.machine.v1alpha1.DisksResponse.disks:type_name -> kiln.machine.v1alpha1.Disk
-	32, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	32, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
+	40, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	40, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
 	15, // 7: kiln.machine.v1alpha1.ServiceInfo.health:type_name -> kiln.machine.v1alpha1.ServiceHealth
-	32, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
+	40, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
 	14, // 9: kiln.machine.v1alpha1.ServiceInfo.events:type_name -> kiln.machine.v1alpha1.ServiceEvent
 	16, // 10: kiln.machine.v1alpha1.ServiceListResponse.services:type_name -> kiln.machine.v1alpha1.ServiceInfo
-	31, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
-	32, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	30, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
-	1,  // 14: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
-	3,  // 15: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
-	5,  // 16: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
-	7,  // 17: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
-	10, // 18: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
-	13, // 19: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
-	18, // 20: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 21: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 22: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	20, // 23: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
-	22, // 24: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
-	24, // 25: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
-	26, // 26: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
-	28, // 27: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
-	2,  // 28: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
-	4,  // 29: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
-	6,  // 30: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
-	9,  // 31: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
-	12, // 32: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
-	17, // 33: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
-	19, // 34: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 35: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 36: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	21, // 37: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
-	23, // 38: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
-	25, // 39: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
-	27, // 40: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
-	29, // 41: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
-	28, // [28:42] is the sub-list for method output_type
-	14, // [14:28] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	39, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
+	40, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	38, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
+	31, // 14: kiln.machine.v1alpha1.MountsResponse.mounts:type_name -> kiln.machine.v1alpha1.Mount
+	34, // 15: kiln.machine.v1alpha1.NetstatResponse.sockets:type_name -> kiln.machine.v1alpha1.Socket
+	1,  // 16: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
+	3,  // 17: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
+	5,  // 18: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
+	7,  // 19: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
+	10, // 20: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
+	13, // 21: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
+	18, // 22: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 23: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 24: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	20, // 25: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
+	22, // 26: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
+	24, // 27: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
+	26, // 28: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
+	28, // 29: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
+	30, // 30: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
+	33, // 31: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
+	36, // 32: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
+	2,  // 33: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
+	4,  // 34: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
+	6,  // 35: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
+	9,  // 36: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
+	12, // 37: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
+	17, // 38: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
+	19, // 39: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 40: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 41: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	21, // 42: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
+	23, // 43: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
+	25, // 44: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
+	27, // 45: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
+	29, // 46: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
+	32, // 47: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
+	35, // 48: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
+	37, // 49: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
+	33, // [33:50] is the sub-list for method output_type
+	16, // [16:33] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -1974,7 +2401,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

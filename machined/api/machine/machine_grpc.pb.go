@@ -39,6 +39,9 @@ const (
 	MachineService_Events_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Events"
 	MachineService_Reboot_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Reboot"
 	MachineService_Shutdown_FullMethodName             = "/kiln.machine.v1alpha1.MachineService/Shutdown"
+	MachineService_Mounts_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Mounts"
+	MachineService_Netstat_FullMethodName              = "/kiln.machine.v1alpha1.MachineService/Netstat"
+	MachineService_DebugAction_FullMethodName          = "/kiln.machine.v1alpha1.MachineService/DebugAction"
 )
 
 // MachineServiceClient is the client API for MachineService service.
@@ -74,6 +77,15 @@ type MachineServiceClient interface {
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
 	Reboot(ctx context.Context, in *RebootRequest, opts ...grpc.CallOption) (*RebootResponse, error)
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
+	// Mounts lists the node's mounted filesystems (the node's /proc/mounts).
+	Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error)
+	// Netstat lists the node's listening TCP and UDP sockets.
+	Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error)
+	// DebugAction runs a test-only action (e.g. "crash": machined exits
+	// abnormally after answering). Refused unless machined was started with
+	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
+	// command line).
+	DebugAction(ctx context.Context, in *DebugActionRequest, opts ...grpc.CallOption) (*DebugActionResponse, error)
 }
 
 type machineServiceClient struct {
@@ -251,6 +263,36 @@ func (c *machineServiceClient) Shutdown(ctx context.Context, in *ShutdownRequest
 	return out, nil
 }
 
+func (c *machineServiceClient) Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MountsResponse)
+	err := c.cc.Invoke(ctx, MachineService_Mounts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NetstatResponse)
+	err := c.cc.Invoke(ctx, MachineService_Netstat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) DebugAction(ctx context.Context, in *DebugActionRequest, opts ...grpc.CallOption) (*DebugActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DebugActionResponse)
+	err := c.cc.Invoke(ctx, MachineService_DebugAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MachineServiceServer is the server API for MachineService service.
 // All implementations must embed UnimplementedMachineServiceServer
 // for forward compatibility.
@@ -284,6 +326,15 @@ type MachineServiceServer interface {
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
 	Reboot(context.Context, *RebootRequest) (*RebootResponse, error)
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
+	// Mounts lists the node's mounted filesystems (the node's /proc/mounts).
+	Mounts(context.Context, *MountsRequest) (*MountsResponse, error)
+	// Netstat lists the node's listening TCP and UDP sockets.
+	Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error)
+	// DebugAction runs a test-only action (e.g. "crash": machined exits
+	// abnormally after answering). Refused unless machined was started with
+	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
+	// command line).
+	DebugAction(context.Context, *DebugActionRequest) (*DebugActionResponse, error)
 	mustEmbedUnimplementedMachineServiceServer()
 }
 
@@ -335,6 +386,15 @@ func (UnimplementedMachineServiceServer) Reboot(context.Context, *RebootRequest)
 }
 func (UnimplementedMachineServiceServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Shutdown not implemented")
+}
+func (UnimplementedMachineServiceServer) Mounts(context.Context, *MountsRequest) (*MountsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mounts not implemented")
+}
+func (UnimplementedMachineServiceServer) Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Netstat not implemented")
+}
+func (UnimplementedMachineServiceServer) DebugAction(context.Context, *DebugActionRequest) (*DebugActionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DebugAction not implemented")
 }
 func (UnimplementedMachineServiceServer) mustEmbedUnimplementedMachineServiceServer() {}
 func (UnimplementedMachineServiceServer) testEmbeddedByValue()                        {}
@@ -588,6 +648,60 @@ func _MachineService_Shutdown_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Mounts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MountsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Mounts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Mounts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Mounts(ctx, req.(*MountsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Netstat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NetstatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Netstat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Netstat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Netstat(ctx, req.(*NetstatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_DebugAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DebugActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).DebugAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_DebugAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).DebugAction(ctx, req.(*DebugActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MachineService_ServiceDesc is the grpc.ServiceDesc for MachineService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -638,6 +752,18 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Shutdown",
 			Handler:    _MachineService_Shutdown_Handler,
+		},
+		{
+			MethodName: "Mounts",
+			Handler:    _MachineService_Mounts_Handler,
+		},
+		{
+			MethodName: "Netstat",
+			Handler:    _MachineService_Netstat_Handler,
+		},
+		{
+			MethodName: "DebugAction",
+			Handler:    _MachineService_DebugAction_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -64,6 +64,9 @@ var Methods = map[string][]Role{
 	machine.MachineService_Events_FullMethodName:               readers,
 	machine.MachineService_Reboot_FullMethodName:               operators,
 	machine.MachineService_Shutdown_FullMethodName:             operators,
+	machine.MachineService_Mounts_FullMethodName:               readers,
+	machine.MachineService_Netstat_FullMethodName:              readers,
+	machine.MachineService_DebugAction_FullMethodName:          admins,
 
 	HealthCheck:      readers,
 	HealthWatch:      readers,

@@ -16,6 +16,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--root", t.TempDir(), "--log-level", "loud"},
 		{"--root", t.TempDir(), "extra"},
 		{"--no-such-flag"},
+		{"--platform", "vm", "--root", t.TempDir()},
+		// A node keeps its state on its partitions.
+		{"--platform", "node", "--root", t.TempDir()},
 	} {
 		if err := run(context.Background(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("run(%q) succeeded, want an error", args)

@@ -1,0 +1,267 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-os/kiln/machined/config"
+	"github.com/kiln-os/kiln/machined/platform"
+	"github.com/kiln-os/kiln/machined/version"
+	"github.com/kiln-os/kiln/networking"
+	"github.com/kiln-os/kiln/networking/link"
+)
+
+// Where a node keeps things.
+const (
+	// StateMount is where STATE is mounted.
+	StateMount = "/system/state"
+	// stateFallback holds the state (on tmpfs) when the root filesystem has
+	// no /system/state to mount on, or there is no system disk (a live ISO):
+	// the node works but forgets its configuration at the next boot.
+	stateFallback = "/run/kiln/state"
+	// VarMount is where EPHEMERAL is mounted (over init's tmpfs /var).
+	VarMount = "/var"
+	// NodeListen is the machine API address on a node: every address, IPv4
+	// and IPv6.
+	NodeListen = ":50000"
+	nodeRunDir = "/run/machined"
+)
+
+// NodeOptions configures PrepareNode; the zero value is a real node.
+type NodeOptions struct {
+	Log *slog.Logger
+	// Console receives the banner.
+	Console io.Writer
+	// SysClassBlock, DevDir, Cmdline and MountsPath are /sys/class/block,
+	// /dev, /proc/cmdline and /proc/self/mounts when empty.
+	SysClassBlock, DevDir, Cmdline, MountsPath string
+}
+
+// Node is what PrepareNode set up: the daemon's directories on the node's
+// partitions, its host network and the power seam through init.
+type Node struct {
+	log     *slog.Logger
+	mounts  string
+	mounted []string // by this machined, in mount order
+
+	StateDir, LogDir string
+	// Debug is kiln.debug on the kernel command line: debug actions and
+	// debug logging.
+	Debug bool
+	// FallbackHostname is kiln-xxxxxx from the first NIC's MAC address.
+	FallbackHostname string
+	Net              *networking.Controller
+}
+
+// PrepareNode readies a Kiln node for the daemon: it prints the banner, finds
+// the system disk by its partition labels, mounts STATE and EPHEMERAL (growing
+// EPHEMERAL and its filesystem to fill the disk), and prepares the network.
+// Partitions already mounted (machined restarted by init) are taken as they
+// are. Without a system disk the node still starts, with its state on tmpfs.
+func PrepareNode(opts NodeOptions) (*Node, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Console == nil {
+		opts.Console = io.Discard
+	}
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&opts.SysClassBlock, "/sys/class/block")
+	def(&opts.DevDir, "/dev")
+	def(&opts.Cmdline, "/proc/cmdline")
+	def(&opts.MountsPath, "/proc/self/mounts")
+	n := &Node{log: opts.Log, mounts: opts.MountsPath, LogDir: filepath.Join(VarMount, "log")}
+	cmdline, _ := os.ReadFile(opts.Cmdline)
+	n.Debug = CmdlineFlag(string(cmdline), "kiln.debug")
+
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	fmt.Fprintf(opts.Console, "[kiln] machined %s (kernel %s)\n", version.Tag, unix.ByteSliceToString(uts.Release[:]))
+
+	disk, err := platform.FindSystemDisk(opts.SysClassBlock, opts.DevDir)
+	if err != nil {
+		n.log.Error("no system disk: the configuration will not survive a reboot", "err", err)
+		fmt.Fprintf(opts.Console, "[kiln] WARNING: no system disk (%v); state is kept in memory only\n", err)
+		n.StateDir = stateFallback
+	} else {
+		n.log.Info("system disk", "disk", disk.Dev)
+		n.StateDir = StateMount
+		if err := os.MkdirAll(StateMount, 0o755); err != nil {
+			// A root filesystem without /system/state (it is read-only).
+			n.log.Warn("no mount point for STATE; keeping the state in memory", "mountpoint", StateMount, "err", err)
+			n.StateDir = stateFallback
+		} else if err := n.mount(disk, platform.LabelState, StateMount); err != nil {
+			return nil, err
+		}
+		if err := n.mount(disk, platform.LabelEphemeral, VarMount); err != nil {
+			// An EPHEMERAL without a filesystem (an image written before the
+			// builder formatted it): /var stays init's tmpfs.
+			n.log.Error("EPHEMERAL not mounted; /var stays in memory", "err", err)
+			fmt.Fprintf(opts.Console, "[kiln] WARNING: EPHEMERAL not mounted (%v); /var is in memory\n", err)
+		} else if res, err := platform.GrowEphemeral(disk, VarMount, n.log); err != nil {
+			n.log.Error("grow EPHEMERAL", "err", err)
+		} else if res.PartitionGrown {
+			fmt.Fprintf(opts.Console, "[kiln] EPHEMERAL grown from %d to %d MiB\n", res.OldBytes>>20, res.NewBytes>>20)
+		}
+	}
+	for _, dir := range []string{n.StateDir, n.LogDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+	}
+
+	if ls, err := link.List(); err != nil {
+		n.log.Warn("list network links", "err", err)
+	} else {
+		n.FallbackHostname = HostnameFromLinks(ls)
+	}
+	n.Net = networking.New(networking.Options{Log: n.log.With("component", "network")})
+	return n, nil
+}
+
+// mount mounts a partition of the system disk unless it is mounted there
+// already.
+func (n *Node) mount(disk *platform.Disk, label, target string) error {
+	p, ok := disk.Partitions[label]
+	if !ok {
+		return fmt.Errorf("node: %s has no %s partition", disk.Dev, label)
+	}
+	if mountedAt(n.mounts, p.Dev, target) {
+		n.log.Info("partition already mounted", "label", label, "target", target)
+		n.mounted = append(n.mounted, target)
+		return nil
+	}
+	if err := platform.MountPartition(disk, label, target); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.log.Info("partition mounted", "label", label, "dev", p.Dev, "target", target)
+	n.mounted = append(n.mounted, target)
+	return nil
+}
+
+// mountedAt reports whether the topmost mount on target is dev.
+func mountedAt(mountsPath, dev, target string) bool {
+	ms, err := platform.Mounts(mountsPath)
+	if err != nil {
+		return false
+	}
+	top := ""
+	for _, m := range ms {
+		if m.Target == target {
+			top = m.Source
+		}
+	}
+	return top == dev
+}
+
+// Unmount syncs and unmounts what PrepareNode mounted, in reverse order; a busy
+// filesystem is remounted read-only instead. Init unmounts whatever is left.
+func (n *Node) Unmount() error {
+	unix.Sync()
+	var errs []error
+	for i := len(n.mounted) - 1; i >= 0; i-- {
+		t := n.mounted[i]
+		if err := unix.Unmount(t, 0); err == nil {
+			n.log.Info("unmounted", "target", t)
+			continue
+		} else if errors.Is(err, unix.EBUSY) {
+			if rerr := unix.Mount("", t, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); rerr != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w; remount read-only: %w", t, err, rerr))
+			}
+		} else if !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", t, err))
+		}
+	}
+	n.mounted = nil
+	unix.Sync()
+	return errors.Join(errs...)
+}
+
+// Power stops the network's DHCP, unmounts, syncs and asks init (PID 1) for
+// the action: SIGTERM reboots, SIGUSR2 powers off. machined then exits and
+// init does the rest.
+func (n *Node) Power(a PowerAction) error {
+	n.Net.Close()
+	if err := n.Unmount(); err != nil {
+		n.log.Error("unmount before power action", "err", err)
+	}
+	sig := unix.SIGTERM
+	if a == PowerOff {
+		sig = unix.SIGUSR2
+	}
+	n.log.Info("asking init to carry out the power action", "signal", sig)
+	if err := unix.Kill(1, sig); err != nil {
+		return fmt.Errorf("signal init: %w", err)
+	}
+	return nil
+}
+
+// Network adapts the node's network controller to the daemon.
+func (n *Node) Network() Network { return nodeNetwork{n.Net} }
+
+type nodeNetwork struct{ c *networking.Controller }
+
+func (w nodeNetwork) Reconcile(ctx context.Context, cfg *config.Config) error {
+	spec, err := networking.SpecFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	return w.c.Apply(ctx, spec)
+}
+
+func (w nodeNetwork) WaitAddress(ctx context.Context) bool { return w.c.WaitAddress(ctx) }
+
+// HostnameFromLinks derives the maintenance host name from the first NIC (by
+// interface index): "kiln-" and the last three bytes of its MAC address.
+// Without a NIC it is "kiln".
+func HostnameFromLinks(ls []link.Link) string {
+	for _, l := range ls {
+		if l.Physical() {
+			m := l.HardwareAddr
+			return fmt.Sprintf("kiln-%02x%02x%02x", m[3], m[4], m[5])
+		}
+	}
+	return "kiln"
+}
+
+// CmdlineFlag reports whether a boolean key is set on a kernel command line:
+// "key" or "key=1|y|yes|true|on".
+func CmdlineFlag(cmdline, key string) bool {
+	on := false
+	for _, f := range strings.Fields(cmdline) {
+		k, v, hasV := strings.Cut(f, "=")
+		if k != key {
+			continue
+		}
+		switch {
+		case !hasV:
+			on = true
+		default:
+			switch strings.ToLower(v) {
+			case "", "1", "y", "yes", "true", "on":
+				on = true
+			default:
+				on = false
+			}
+		}
+	}
+	return on
+}
+
+// PlatformHostname sets the kernel's host name: the HostnameSetter of a node.
+type PlatformHostname struct{}
+
+// SetHostname implements HostnameSetter.
+func (PlatformHostname) SetHostname(name string) error { return platform.SetHostname(name) }
