@@ -9,11 +9,12 @@ type generic struct {
 }
 
 // Early modules: block and storage drivers, the root squashfs, the filesystems of the
-// disk layout, and dm-verity. virtio, virtio_pci, devtmpfs and serial are built in.
+// disk layout (nls_ascii: Debian's FAT default iocharset; crc32c_generic: ext4 asks the
+// crypto API for it at mount time, which no dependency records), and dm-verity. virtio, virtio_pci, devtmpfs and serial are built in.
 var genericEarly = []string{
 	"virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "sr_mod", "mmc_block", "sdhci_pci",
 	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "overlay", "vfat", "nls_cp437",
-	"nls_iso8859_1", "crc32c_generic", "ext4", "dm_verity",
+	"nls_iso8859_1", "nls_ascii", "crc32c_generic", "ext4", "dm_verity",
 }
 
 // Late modules: networking, netfilter, bridging and tunnels for the pod network and
@@ -71,7 +72,8 @@ func (g generic) Layout() Layout {
 			{Label: LabelEFI, Size: 256 * MiB, Filesystem: FAT32},
 			{Label: LabelMeta, Size: 1 * MiB, Filesystem: Unformatted},
 			{Label: LabelState, Size: 100 * MiB, Filesystem: FAT32},
-			{Label: LabelEphemeral, Size: 64 * MiB, Filesystem: Unformatted},
+			// ext4 made at build time (a node has no mkfs); machined grows it to the disk.
+			{Label: LabelEphemeral, Size: 64 * MiB, Filesystem: Ext4},
 		},
 	}
 }

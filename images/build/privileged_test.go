@@ -12,16 +12,15 @@ import (
 )
 
 // TestLoopFsck attaches the raw image to a loop device and checks its filesystems with
-// the real tools: fsck.vfat on EFI and STATE, unsquashfs on the root image. EPHEMERAL
-// and META are unformatted in the image (the node formats and grows EPHEMERAL), so
-// there is no ext4 for e2fsck.
+// the real tools: fsck.vfat on EFI and STATE, e2fsck on EPHEMERAL (ext4, grown by the
+// node on first boot), unsquashfs on the root image. META is raw.
 func TestLoopFsck(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: attaches a loop device")
 	}
-	for _, tool := range []string{"losetup", "fsck.vfat", "unsquashfs"} {
+	for _, tool := range []string{"losetup", "fsck.vfat", "e2fsck", "unsquashfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s: apt-get install util-linux dosfstools squashfs-tools", tool)
+			t.Skipf("needs %s: apt-get install util-linux dosfstools e2fsprogs squashfs-tools", tool)
 		}
 	}
 	dir := buildAll(t)
@@ -36,7 +35,12 @@ func TestLoopFsck(t *testing.T) {
 	// One loop device per partition, at its offset: partition device nodes from
 	// --partscan need udev, which containers often lack.
 	for _, p := range r.Partitions {
-		if p.Label != "EFI" && p.Label != "STATE" {
+		check := map[string][]string{
+			"EFI":       {"fsck.vfat", "-n"},
+			"STATE":     {"fsck.vfat", "-n"},
+			"EPHEMERAL": {"e2fsck", "-fn"},
+		}[p.Label]
+		if check == nil {
 			continue
 		}
 		out, err := exec.Command("losetup", "--find", "--show", "--read-only",
@@ -50,10 +54,10 @@ func TestLoopFsck(t *testing.T) {
 				t.Errorf("losetup -d %s: %v: %s", loop, err, out)
 			}
 		})
-		if out, err := exec.Command("fsck.vfat", "-n", loop).CombinedOutput(); err != nil {
-			t.Errorf("fsck.vfat -n %s (%s): %v\n%s", loop, p.Label, err, out)
+		if out, err := exec.Command(check[0], append(check[1:], loop)...).CombinedOutput(); err != nil {
+			t.Errorf("%s %s (%s): %v\n%s", strings.Join(check, " "), loop, p.Label, err, out)
 		} else {
-			t.Logf("fsck.vfat -n %s: %s", p.Label, strings.TrimSpace(string(out)))
+			t.Logf("%s %s: %s", strings.Join(check, " "), p.Label, strings.TrimSpace(string(out)))
 		}
 	}
 	_, root := initramfsListing(t, dir)

@@ -120,7 +120,8 @@ func addModules(t *fstree.Tree, k *kernel.Extracted, stages ...kmod.Stage) error
 // rootTree is the content of the root squashfs.
 func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string) (*fstree.Tree, error) {
 	t := fstree.New()
-	for _, d := range []string{"dev", "proc", "sys", "run", "var", "etc", "usr/bin", "usr/lib", "mnt", "boot"} {
+	// system/state is where machined mounts STATE on a node.
+	for _, d := range []string{"dev", "proc", "sys", "run", "var", "etc", "usr/bin", "usr/lib", "mnt", "boot", "system/state"} {
 		if err := t.AddDir(d, 0o755); err != nil {
 			return nil, err
 		}

@@ -37,7 +37,8 @@ type Options struct {
 	// Epoch is the timestamp of every FAT entry.
 	Epoch int64
 	// Contents maps a partition label to the files its FAT filesystem holds. A FAT32
-	// partition without contents gets an empty filesystem; unformatted partitions stay zero.
+	// partition without contents gets an empty filesystem; an ext4 one an empty ext4
+	// (mke2fs); unformatted partitions stay zero.
 	Contents map[string]*fstree.Tree
 }
 
@@ -121,7 +122,18 @@ func WriteGPT(path string, l boards.Layout, o Options) error {
 	if err := d.Close(); err != nil {
 		return fmt.Errorf("disk image %s: %w", path, err)
 	}
-	return fixFATFile(path, fats...)
+	if err := fixFATFile(path, fats...); err != nil {
+		return err
+	}
+	for i, p := range l.Partitions {
+		if p.Filesystem != boards.Ext4 {
+			continue
+		}
+		if err := writeExt4(path, int64(tbl.Partitions[i].Start)*sector, p.Size, p.Label, o.Seed, o.Epoch); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // WriteFAT writes a bare FAT32 filesystem image (no partition table) holding t, for an
