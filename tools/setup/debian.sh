@@ -45,9 +45,11 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 
-# Tools the tests check real artifacts with, and QEMU for the end-to-end layer.
+# Tools the tests check real artifacts with, clang for the BPF programs
+# (make generate), and QEMU for the end-to-end layer.
 packages=(
 	git make ca-certificates
+	clang-19 llvm-19 linux-libc-dev
 	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
 	ovmf qemu-efi-aarch64
 	${PACKAGES_EXTRA:-}

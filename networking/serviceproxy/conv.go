@@ -1,0 +1,66 @@
+package serviceproxy
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"time"
+)
+
+// The map structs hold addresses and ports in network byte order, read by the BPF
+// program as raw memory. The generated Go structs hold them as native integers, so
+// each value is the native reading of the network-order bytes. bpf2go built the
+// object for little-endian targets only (sock_bpfel.go), where this is a byte swap.
+
+func addrWords(a netip.Addr) [4]uint32 {
+	b := a.As16() // IPv4 as ::ffff:a.b.c.d
+	var w [4]uint32
+	for i := range w {
+		w[i] = binary.NativeEndian.Uint32(b[4*i:])
+	}
+	return w
+}
+
+func wordsAddr(w [4]uint32) netip.Addr {
+	var b [16]byte
+	for i := range w {
+		binary.NativeEndian.PutUint32(b[4*i:], w[i])
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+func portNet(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func netPort(p uint16) uint16 {
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], p)
+	return binary.BigEndian.Uint16(b[:])
+}
+
+func toSvcKey(k ServiceKey) sockSvcKey {
+	return sockSvcKey{Addr: addrWords(k.Addr), Port: portNet(k.Port), Proto: uint8(k.Proto)}
+}
+
+func fromSvcKey(k sockSvcKey) ServiceKey {
+	return ServiceKey{Addr: wordsAddr(k.Addr), Port: netPort(k.Port), Proto: Proto(k.Proto)}
+}
+
+func toSvcVal(id uint32, s Service) sockSvcVal {
+	v := sockSvcVal{Id: id, Count: uint32(len(s.Backends))}
+	if s.Affinity > 0 {
+		v.Flags |= flagAffinity
+		v.AffinityTimeout = uint32(s.Affinity / time.Second)
+	}
+	return v
+}
+
+func toBackend(b netip.AddrPort) sockBackend {
+	return sockBackend{Addr: addrWords(b.Addr()), Port: portNet(b.Port())}
+}
+
+func fromBackend(b sockBackend) netip.AddrPort {
+	return netip.AddrPortFrom(wordsAddr(b.Addr), netPort(b.Port))
+}

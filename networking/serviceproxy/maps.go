@@ -1,0 +1,95 @@
+package serviceproxy
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// mapsDatapath writes to the BPF maps with batch operations (kernel ≥ 5.6), which
+// apply their elements in order, each one atomically.
+type mapsDatapath struct {
+	services, slots, backends *ebpf.Map
+}
+
+func (m *mapsDatapath) apply(o *op) error {
+	switch o.kind {
+	case opPutBackends:
+		return batchPut(m.backends, o.beIDs, o.bes)
+	case opPutSlotsGrow, opPutSlotsShrink:
+		return batchPut(m.slots, o.slotKeys, o.slotVals)
+	case opPutServices:
+		return batchPut(m.services, o.svcKeys, o.svcVals)
+	case opDeleteSlotsShrink, opDeleteSlotsDeleted:
+		return batchDelete(m.slots, o.slotKeys)
+	case opDeleteServices:
+		return batchDelete(m.services, o.svcKeys)
+	case opDeleteBackends:
+		return batchDelete(m.backends, o.beIDs)
+	}
+	return fmt.Errorf("unknown op %d", o.kind)
+}
+
+func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	n, err := m.BatchUpdate(keys, vals, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		for i := range keys {
+			if err := m.Put(&keys[i], &vals[i]); err != nil {
+				return fmt.Errorf("put %+v in %s: %w", keys[i], m, err)
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("batch update %s (%d of %d written): %w", m, n, len(keys), err)
+	}
+	return nil
+}
+
+func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	n, err := m.BatchDelete(keys, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		for i := range keys {
+			if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete %+v from %s: %w", keys[i], m, err)
+			}
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("batch delete %s (%d of %d deleted): %w", m, n, len(keys), err)
+	}
+	return nil
+}
+
+func (m *mapsDatapath) snapshot() (*snapshot, error) {
+	s := &snapshot{
+		services: make(map[sockSvcKey]sockSvcVal),
+		slots:    make(map[sockSlotKey]uint32),
+		backends: make(map[uint32]sockBackend),
+	}
+	if err := readAll(m.services, s.services); err != nil {
+		return nil, err
+	}
+	if err := readAll(m.slots, s.slots); err != nil {
+		return nil, err
+	}
+	if err := readAll(m.backends, s.backends); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func readAll[K comparable, V any](m *ebpf.Map, into map[K]V) error {
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		into[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", m, err)
+	}
+	return nil
+}
