@@ -64,7 +64,15 @@ fuzz: ## Fuzz the config decoder for 60s.
 	$(GO) test ./machined/config -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 .PHONY: bench
-bench: bench-api bench-image bench-boot ## Run all benchmarks.
+bench: bench-api bench-image bench-boot bench-network bench-proxy ## Run all benchmarks.
+
+.PHONY: bench-network
+bench-network: ## Host network reconcile (100 addresses + 100 routes, one change) next to ip -batch (root).
+	$(GO) test ./networking -run '^$$' -bench . -benchtime 30x -count 1
+
+.PHONY: bench-proxy
+bench-proxy: ## eBPF service proxy: program 10k Services, one change, connect via ClusterIP vs direct (root).
+	$(GO) test ./networking/serviceproxy -run '^$$' -bench . -benchtime 2s -count 1
 
 .PHONY: bench-image
 bench-image: ## Assemble the generic-amd64 raw image from a warm cache, next to a cp floor.

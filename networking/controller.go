@@ -25,8 +25,19 @@ const autoKey = "*auto*"
 // Options configures New.
 type Options struct {
 	Log *slog.Logger
+	// Kernel is the netlink seam (the calling process's namespace when nil).
+	Kernel Kernel
 	// ResolvConf is written with the nameservers (resolv.DefaultPath when empty).
 	ResolvConf string
+	// Hosts and HostnameFile are written with the host name and the extra
+	// hosts; empty: not written (tests, process mode).
+	Hosts, HostnameFile string
+	// SetHostname sets the kernel's host name when the chosen one changes;
+	// nil: not set.
+	SetHostname func(string) error
+	// FallbackHostname is the host name when neither the Spec nor DHCP gives
+	// one (kiln-xxxxxx from the first NIC's MAC address).
+	FallbackHostname string
 	// DHCPRetry is the pause between failed DHCP rounds (dhcp.DefaultRetry when zero).
 	DHCPRetry time.Duration
 }
@@ -34,27 +45,30 @@ type Options struct {
 // Controller converges the host network to a Spec. It acts on the network namespace
 // of the process.
 type Controller struct {
-	log        *slog.Logger
-	resolvPath string
-	retry      time.Duration
+	log  *slog.Logger
+	opts Options
+	k    Kernel
+	rec  *Reconciler
+
+	resolvPath       string
+	retry            time.Duration
+	fallbackHostname string
 
 	// mu serialises Apply and Close and guards what they own.
 	mu     sync.Mutex
 	spec   Spec
-	static map[string]owned    // by link name: what the Spec put there
 	runs   map[string]*dhcpRun // by link name, or autoKey
 	closed bool
 
-	// leaseMu guards leases; DHCP runners take it, never mu, so that Apply can
-	// wait for a runner to stop while holding mu.
-	leaseMu sync.Mutex
-	leases  map[string]*dhcp.Lease // by link name
-	dns     []netip.Addr           // from the Spec, copied for the runners
-}
-
-type owned struct {
-	addrs  []netip.Prefix
-	routes []Route
+	// leaseMu guards the fields below; DHCP runners take it, never mu, so
+	// that Apply can wait for a runner to stop while holding mu.
+	leaseMu    sync.Mutex
+	leases     map[string]*dhcp.Lease // by link name
+	dns        []netip.Addr           // from the Spec, copied for the runners
+	hostSpec   string
+	extraHosts []Host
+	names      Names // last written
+	kernelHost string
 }
 
 type dhcpRun struct {
@@ -70,13 +84,19 @@ func New(opts Options) *Controller {
 	if opts.ResolvConf == "" {
 		opts.ResolvConf = resolv.DefaultPath
 	}
+	if opts.Kernel == nil {
+		opts.Kernel = NewNetlinkKernel(nil)
+	}
 	return &Controller{
-		log:        opts.Log,
-		resolvPath: opts.ResolvConf,
-		retry:      opts.DHCPRetry,
-		static:     map[string]owned{},
-		runs:       map[string]*dhcpRun{},
-		leases:     map[string]*dhcp.Lease{},
+		log:              opts.Log,
+		opts:             opts,
+		k:                opts.Kernel,
+		rec:              NewReconciler(opts.Kernel, opts.Log),
+		resolvPath:       opts.ResolvConf,
+		retry:            opts.DHCPRetry,
+		fallbackHostname: opts.FallbackHostname,
+		runs:             map[string]*dhcpRun{},
+		leases:           map[string]*dhcp.Lease{},
 	}
 }
 
@@ -90,55 +110,20 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 	if c.closed {
 		return errors.New("networking: controller closed")
 	}
-	if err := link.SetUp("lo"); err != nil {
-		return err
-	}
-
-	type resolved struct {
-		name string
-		it   Interface
-	}
-	var want []resolved
-	for i, it := range spec.Interfaces {
-		name := it.Name
-		if len(it.HardwareAddr) > 0 {
-			l, err := link.ByHardwareAddr(it.HardwareAddr)
-			if err != nil {
-				c.log.Warn("network interface not found; skipped", "index", i, "hardware_addr", it.HardwareAddr.String(), "err", err)
-				continue
-			}
-			name = l.Name
-		} else if _, err := link.ByName(name); err != nil {
-			c.log.Warn("network interface not found; skipped", "interface", name, "err", err)
-			continue
-		}
-		want = append(want, resolved{name, it})
-	}
-
 	var errs []error
-	next := map[string]owned{}
-	for _, r := range want {
-		o, err := c.applyStatic(r.name, r.it, c.static[r.name])
-		next[r.name] = o
-		if err != nil {
-			errs = append(errs, err)
-		}
+	specs, err := c.rec.Reconcile(spec)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("networking: %w", err))
 	}
-	for name, o := range c.static {
-		if _, ok := next[name]; !ok {
-			c.removeOwned(name, o, owned{})
-		}
-	}
-	c.static = next
 
 	// DHCP runners: keep those still wanted, stop the others, start the new.
 	dhcpWant := map[string]bool{}
 	if spec.Auto() {
 		dhcpWant[autoKey] = true
 	}
-	for _, r := range want {
-		if r.it.DHCP {
-			dhcpWant[r.name] = true
+	for _, ls := range specs {
+		if ls.DHCP {
+			dhcpWant[ls.Name] = true
 		}
 	}
 	for key, run := range c.runs {
@@ -150,63 +135,23 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 	}
 	c.leaseMu.Lock()
 	c.dns = slices.Clone(spec.Nameservers)
+	c.hostSpec = spec.Hostname
+	c.extraHosts = slices.Clone(spec.ExtraHosts)
 	c.leaseMu.Unlock()
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = c.fallbackHostname
+	}
 	for key := range dhcpWant {
 		if _, ok := c.runs[key]; !ok {
-			c.runs[key] = c.startDHCP(key, spec.Hostname)
+			c.runs[key] = c.startDHCP(key, hostname)
 		}
 	}
 	c.spec = spec
-	if err := c.writeResolv(); err != nil {
+	if err := c.writeNames(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// applyStatic configures one link and removes what prev put there that it no longer
-// wants. It returns what the link now holds from the Spec.
-func (c *Controller) applyStatic(name string, it Interface, prev owned) (owned, error) {
-	var o owned
-	if it.MTU > 0 {
-		if err := link.SetMTU(name, it.MTU); err != nil {
-			return o, err
-		}
-	}
-	if err := link.SetUp(name); err != nil {
-		return o, err
-	}
-	for _, p := range it.Addresses {
-		if err := link.ReplaceAddr(name, link.Addr{Prefix: p}); err != nil {
-			return o, err
-		}
-		o.addrs = append(o.addrs, p)
-	}
-	for _, r := range it.Routes {
-		if err := link.ReplaceRoute(name, link.Route(r)); err != nil {
-			return o, err
-		}
-		o.routes = append(o.routes, r)
-	}
-	c.removeOwned(name, prev, o)
-	return o, nil
-}
-
-// removeOwned removes from a link what prev configured and keep does not.
-func (c *Controller) removeOwned(name string, prev, keep owned) {
-	for _, r := range prev.routes {
-		if !slices.Contains(keep.routes, r) {
-			if err := link.DelRoute(name, link.Route(r)); err != nil {
-				c.log.Warn("remove route", "interface", name, "route", r.Dst, "err", err)
-			}
-		}
-	}
-	for _, p := range prev.addrs {
-		if !slices.Contains(keep.addrs, p) {
-			if err := link.DelAddr(name, p); err != nil {
-				c.log.Warn("remove address", "interface", name, "addr", p, "err", err)
-			}
-		}
-	}
 }
 
 // startDHCP runs DHCP on a link, or with autoKey on the first link that has a
@@ -270,6 +215,13 @@ func leaseRoutes(ls *dhcp.Lease) []link.Route {
 }
 
 func (c *Controller) bound(name string, ls *dhcp.Lease) error {
+	// Names first: whoever sees the address may resolve names at once.
+	c.leaseMu.Lock()
+	c.leases[name] = ls
+	c.leaseMu.Unlock()
+	if err := c.writeNames(); err != nil {
+		return err
+	}
 	if ls.MTU >= 576 {
 		if err := link.SetMTU(name, ls.MTU); err != nil {
 			c.log.Warn("MTU from DHCP", "interface", name, "mtu", ls.MTU, "err", err)
@@ -283,10 +235,7 @@ func (c *Controller) bound(name string, ls *dhcp.Lease) error {
 			return err
 		}
 	}
-	c.leaseMu.Lock()
-	c.leases[name] = ls
-	c.leaseMu.Unlock()
-	return c.writeResolv()
+	return nil
 }
 
 func (c *Controller) lost(name string, ls *dhcp.Lease) {
@@ -301,45 +250,9 @@ func (c *Controller) lost(name string, ls *dhcp.Lease) {
 	c.leaseMu.Lock()
 	delete(c.leases, name)
 	c.leaseMu.Unlock()
-	if err := c.writeResolv(); err != nil {
-		c.log.Warn("resolv.conf", "err", err)
+	if err := c.writeNames(); err != nil {
+		c.log.Warn("resolver and names", "err", err)
 	}
-}
-
-// writeResolv writes the Spec's nameservers or, without any, those of the leases.
-func (c *Controller) writeResolv() error {
-	c.leaseMu.Lock()
-	servers := slices.Clone(c.dns)
-	var search []string
-	if len(servers) == 0 {
-		names := make([]string, 0, len(c.leases))
-		for n := range c.leases {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			ls := c.leases[n]
-			for _, a := range ls.DNS {
-				if !slices.Contains(servers, a) {
-					servers = append(servers, a)
-				}
-			}
-			for _, d := range append([]string{ls.Domain}, ls.Search...) {
-				if d != "" && !slices.Contains(search, d) {
-					search = append(search, d)
-				}
-			}
-		}
-	}
-	wrote, err := resolv.Write(c.resolvPath, servers, search)
-	c.leaseMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("networking: %w", err)
-	}
-	if wrote {
-		c.log.Info("resolv.conf written", "nameservers", servers)
-	}
-	return nil
 }
 
 // Leases returns the DHCP leases held, by link name.

@@ -1,12 +1,21 @@
-// Package networking brings a Kiln node onto the network: loopback up, then either
-// the interfaces the machine config names (static addresses, routes, MTU, DHCP where
-// asked) or, with none named, DHCPv4 on the first link that has a carrier; DHCP
-// leases are renewed in the background and /etc/resolv.conf follows the config's
-// nameservers or those learnt by DHCP.
+// Package networking makes a Kiln node's host network what its machine config
+// says and keeps it so, on every boot and every live apply.
 //
-// It is deliberately small: enough for a node to be reachable. The layers below are
-// the places to grow it (the host-network issue): link (netlink operations on links,
-// addresses and routes), dhcp (the DHCPv4 client loop), resolv (resolv.conf).
-// Controller converges a Spec: applying the same Spec twice changes nothing, and what
-// an earlier Spec configured but the new one does not is removed.
+// The static part is a pipeline, a file per stage: spec.go (machine config →
+// Spec), link_spec.go (Spec resolved against the node's links: selection by
+// name, MAC address or driver; VLAN names; bond members → LinkSpecs),
+// links_kernel.go, routes_kernel.go and addresses_kernel.go (the kernel made to
+// match, writing only differences), status.go (what the kernel has, read
+// back). All netlink goes through the Kernel interface (kernel.go), so a
+// counting wrapper proves that a second pass writes nothing.
+//
+// Ownership: Kiln removes only what it made. Routes carry RouteProtocol, VLANs
+// and bonds the LinkAlias marker, so both survive a restart of machined;
+// addresses are remembered by the Reconciler (a restart re-adopts those the
+// config still names). Links, addresses and routes the config does not name
+// are left alone.
+//
+// Controller adds the dynamic part: DHCPv4 runners (dhcp), resolv.conf,
+// /etc/hosts and /etc/hostname (resolv; names.go chooses config, else DHCP,
+// else the MAC-derived name). Time sync lives in timesync.
 package networking

@@ -8,24 +8,53 @@ import (
 	"github.com/kiln-os/kiln/machined/config"
 )
 
-// Spec is the host network a node should have.
+// Spec is the host network a node should have: the config stage of the
+// pipeline (config → Spec → LinkSpecs against the kernel → kernel → Status).
 type Spec struct {
 	// Interfaces to configure. None: DHCP on the first link with a carrier.
 	Interfaces []Interface
 	// Nameservers for resolv.conf; none: those learnt by DHCP.
 	Nameservers []netip.Addr
-	// Hostname is sent to DHCP servers.
+	// Hostname from the config; empty: from DHCP, else FallbackHostname.
 	Hostname string
+	// ExtraHosts are extra /etc/hosts entries.
+	ExtraHosts []Host
 }
 
-// Interface configures one link, named or selected by its MAC address.
+// Host is an /etc/hosts entry.
+type Host struct {
+	IP      netip.Addr
+	Aliases []string
+}
+
+// Interface configures one link, named or selected by its MAC address or
+// driver; with Bond it is a bond Kiln creates.
 type Interface struct {
 	Name         string
 	HardwareAddr net.HardwareAddr
+	Driver       string
+	Down         bool
 	DHCP         bool
 	Addresses    []netip.Prefix
 	Routes       []Route
 	MTU          int
+	VLANs        []VLAN
+	Bond         *Bond
+}
+
+// VLAN is an 802.1Q link on top of an Interface, named parent.ID.
+type VLAN struct {
+	ID        int
+	DHCP      bool
+	Addresses []netip.Prefix
+	Routes    []Route
+	MTU       int
+}
+
+// Bond makes an Interface a bond of Members.
+type Bond struct {
+	Mode    string // config.BondActiveBackup or config.Bond8023AD
+	Members []string
 }
 
 // Route is a static route through an interface.
@@ -56,33 +85,64 @@ func SpecFromConfig(cfg *config.Config) (Spec, error) {
 		}
 		s.Nameservers = append(s.Nameservers, a)
 	}
+	for i, h := range n.ExtraHosts {
+		a, err := netip.ParseAddr(h.IP)
+		if err != nil {
+			return Spec{}, fmt.Errorf("machine.network.extraHosts[%d].ip: %w", i, err)
+		}
+		s.ExtraHosts = append(s.ExtraHosts, Host{IP: a, Aliases: h.Aliases})
+	}
 	for i, ic := range n.Interfaces {
 		path := fmt.Sprintf("machine.network.interfaces[%d]", i)
-		it := Interface{Name: ic.Interface, DHCP: ic.DHCP, MTU: ic.MTU}
-		if ic.DeviceSelector != nil && ic.DeviceSelector.HardwareAddr != "" {
-			mac, err := net.ParseMAC(ic.DeviceSelector.HardwareAddr)
-			if err != nil {
-				return Spec{}, fmt.Errorf("%s.deviceSelector.hardwareAddr: %w", path, err)
+		it := Interface{Name: ic.Interface, DHCP: ic.DHCP, MTU: ic.MTU, Down: ic.Down}
+		if ic.DeviceSelector != nil {
+			it.Driver = ic.DeviceSelector.Driver
+			if ic.DeviceSelector.HardwareAddr != "" {
+				mac, err := net.ParseMAC(ic.DeviceSelector.HardwareAddr)
+				if err != nil {
+					return Spec{}, fmt.Errorf("%s.deviceSelector.hardwareAddr: %w", path, err)
+				}
+				it.HardwareAddr = mac
 			}
-			it.HardwareAddr = mac
 		}
-		for j, a := range ic.Addresses {
-			p, err := netip.ParsePrefix(a)
-			if err != nil {
-				return Spec{}, fmt.Errorf("%s.addresses[%d]: %w", path, j, err)
-			}
-			it.Addresses = append(it.Addresses, p)
+		if ic.Bond != nil {
+			it.Bond = &Bond{Mode: ic.Bond.Mode, Members: append([]string(nil), ic.Bond.Interfaces...)}
 		}
-		for j, r := range ic.Routes {
-			rt, err := routeFromConfig(r)
-			if err != nil {
-				return Spec{}, fmt.Errorf("%s.routes[%d]: %w", path, j, err)
+		var err error
+		if it.Addresses, it.Routes, err = addrsAndRoutes(path, ic.Addresses, ic.Routes); err != nil {
+			return Spec{}, err
+		}
+		for k, vc := range ic.VLANs {
+			vp := fmt.Sprintf("%s.vlans[%d]", path, k)
+			v := VLAN{ID: vc.VLANID, DHCP: vc.DHCP, MTU: vc.MTU}
+			if v.Addresses, v.Routes, err = addrsAndRoutes(vp, vc.Addresses, vc.Routes); err != nil {
+				return Spec{}, err
 			}
-			it.Routes = append(it.Routes, rt)
+			it.VLANs = append(it.VLANs, v)
 		}
 		s.Interfaces = append(s.Interfaces, it)
 	}
 	return s, nil
+}
+
+func addrsAndRoutes(path string, addrs []string, routes []config.Route) ([]netip.Prefix, []Route, error) {
+	var ps []netip.Prefix
+	var rs []Route
+	for j, a := range addrs {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s.addresses[%d]: %w", path, j, err)
+		}
+		ps = append(ps, p)
+	}
+	for j, r := range routes {
+		rt, err := routeFromConfig(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s.routes[%d]: %w", path, j, err)
+		}
+		rs = append(rs, rt)
+	}
+	return ps, rs, nil
 }
 
 func routeFromConfig(r config.Route) (Route, error) {

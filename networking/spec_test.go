@@ -98,3 +98,34 @@ func TestLeaseRoutes(t *testing.T) {
 		})
 	}
 }
+
+func TestSpecFromConfigBondVLANDriver(t *testing.T) {
+	cfg := &config.Config{Machine: &config.MachineConfig{}}
+	cfg.Machine.Machine.Network = config.NetworkConfig{
+		Interfaces: []config.InterfaceConfig{
+			{Interface: "bond0", Bond: &config.BondConfig{Mode: config.Bond8023AD, Interfaces: []string{"eth0", "eth1"}},
+				Addresses: []string{"10.0.0.2/24"},
+				VLANs: []config.VLANConfig{{VLANID: 10, DHCP: true, MTU: 1400,
+					Routes: []config.Route{{Network: "10.20.0.0/16", Gateway: "10.10.0.1", Source: "10.10.0.2", Metric: 5}}}}},
+			{DeviceSelector: &config.DeviceSelector{Driver: "e1000e"}, Down: true},
+		},
+		ExtraHosts: []config.ExtraHost{{IP: "10.0.0.5", Aliases: []string{"db"}}},
+	}
+	got, err := SpecFromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Spec{
+		ExtraHosts: []Host{{IP: netip.MustParseAddr("10.0.0.5"), Aliases: []string{"db"}}},
+		Interfaces: []Interface{
+			{Name: "bond0", Bond: &Bond{Mode: "802.3ad", Members: []string{"eth0", "eth1"}},
+				Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/24")},
+				VLANs: []VLAN{{ID: 10, DHCP: true, MTU: 1400, Routes: []Route{{Dst: netip.MustParsePrefix("10.20.0.0/16"),
+					Gateway: netip.MustParseAddr("10.10.0.1"), Source: netip.MustParseAddr("10.10.0.2"), Metric: 5}}}}},
+			{Driver: "e1000e", Down: true},
+		},
+	}
+	if diff := cmp.Diff(want, got, cmpNetip); diff != "" {
+		t.Errorf("SpecFromConfig (-want +got):\n%s", diff)
+	}
+}

@@ -119,7 +119,9 @@ type InstallConfig struct {
 
 // NetworkConfig configures the host network.
 type NetworkConfig struct {
-	// Network interfaces to configure. Interfaces not listed stay down.
+	// Network interfaces to configure. Links not listed are left as they
+	// are: machined neither configures nor takes down what the config does
+	// not name.
 	Interfaces []InterfaceConfig `yaml:"interfaces,omitempty"`
 	// DNS servers (IP addresses), in order of preference. Empty means those
 	// learnt from DHCP.
@@ -146,12 +148,39 @@ type InterfaceConfig struct {
 	MTU int `yaml:"mtu,omitempty"`
 	// VLANs on top of this interface.
 	VLANs []VLANConfig `yaml:"vlans,omitempty"`
+	// Keep the interface administratively down; it gets no addresses,
+	// routes, DHCP or VLANs.
+	Down bool `yaml:"down,omitempty"`
+	// Makes this interface a bond of other interfaces, which machined
+	// creates under the name given by interface (e.g. bond0).
+	Bond *BondConfig `yaml:"bond,omitempty"`
 }
+
+// BondConfig configures a bond (Linux bonding driver).
+type BondConfig struct {
+	// Bonding mode: active-backup (one member carries the traffic, another
+	// takes over when its link fails) or 802.3ad (LACP; the switch must
+	// agree).
+	Mode string `yaml:"mode" jsonschema:"required,enum=active-backup,enum=802.3ad"`
+	// Member interfaces by name; at least one. A member must not be
+	// configured with addresses, routes, DHCP or VLANs of its own.
+	Interfaces []string `yaml:"interfaces" jsonschema:"required"`
+}
+
+// Bond modes.
+const (
+	BondActiveBackup = "active-backup"
+	Bond8023AD       = "802.3ad"
+)
 
 // DeviceSelector selects a network interface by its hardware.
 type DeviceSelector struct {
 	// Permanent MAC address of the interface, e.g. 52:54:00:12:34:56.
 	HardwareAddr string `yaml:"hardwareAddr,omitempty"`
+	// Kernel driver of the interface, e.g. virtio_net or e1000e. With a
+	// hardware address as well, both must match; alone, the first matching
+	// interface (by index) is taken.
+	Driver string `yaml:"driver,omitempty"`
 }
 
 // Route is a static route.

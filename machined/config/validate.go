@@ -124,6 +124,7 @@ func (v *validator) ca(path string, ck CertAndKey, crtRequired, keyRequired bool
 func (v *validator) network(n *NetworkConfig) {
 	names := make(map[string]int)
 	macs := make(map[string]int)
+	members := make(map[string]int) // bond member → index of its bond
 	for i := range n.Interfaces {
 		ifc := &n.Interfaces[i]
 		path := index("machine.network.interfaces", i)
@@ -145,20 +146,13 @@ func (v *validator) network(n *NetworkConfig) {
 			}
 		}
 		if hasSel {
-			p := join(path, "deviceSelector.hardwareAddr")
-			hw, ok := parseMAC(ifc.DeviceSelector.HardwareAddr)
-			switch {
-			case ifc.DeviceSelector.HardwareAddr == "":
-				v.add(p, "required: a MAC address such as 52:54:00:12:34:56")
-			case !ok:
-				v.add(p, "%q is not a MAC address such as 52:54:00:12:34:56", ifc.DeviceSelector.HardwareAddr)
-			default:
-				if j, dup := macs[hw.String()]; dup {
-					v.add(p, "hardware address %s is already selected by machine.network.interfaces[%d]", hw, j)
-				} else {
-					macs[hw.String()] = i
-				}
-			}
+			v.deviceSelector(path, ifc.DeviceSelector, macs, i)
+		}
+		if ifc.Bond != nil {
+			v.bond(path, ifc, members, i)
+		}
+		if ifc.Down && (ifc.DHCP || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 || len(ifc.VLANs) > 0) {
+			v.add(join(path, "down"), "a down interface gets no dhcp, addresses, routes or vlans; remove them or down")
 		}
 		v.addresses(path, ifc.Addresses, ifc.Routes, ifc.MTU)
 		ids := make(map[int]int)
@@ -173,8 +167,32 @@ func (v *validator) network(n *NetworkConfig) {
 				ids[vl.VLANID] = k
 			}
 			v.addresses(vp, vl.Addresses, vl.Routes, vl.MTU)
+			if ifc.MTU != 0 && vl.MTU > ifc.MTU {
+				v.add(join(vp, "mtu"), "%d is larger than the MTU %d of its parent interface", vl.MTU, ifc.MTU)
+			}
 		}
 	}
+	// Members of bonds: they exist as entries only to be enslaved.
+	for i := range n.Interfaces {
+		ifc := &n.Interfaces[i]
+		b, ok := members[ifc.Interface]
+		if !ok || ifc.Interface == "" {
+			continue
+		}
+		path := index("machine.network.interfaces", i)
+		if len(ifc.VLANs) > 0 {
+			v.add(join(path, "vlans"), "parent %q is a member of bond %q (machine.network.interfaces[%d]), not a usable parent: put the VLANs on the bond",
+				ifc.Interface, n.Interfaces[b].Interface, b)
+		}
+		if ifc.DHCP || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 {
+			v.add(path, "%q is a member of bond %q (machine.network.interfaces[%d]); configure dhcp, addresses and routes on the bond", ifc.Interface, n.Interfaces[b].Interface, b)
+		}
+		if ifc.Bond != nil {
+			v.add(join(path, "bond"), "bond %q cannot be a member of bond %q", ifc.Interface, n.Interfaces[b].Interface)
+		}
+	}
+	v.duplicateAddresses(n)
+	v.gateways(n)
 	for i, s := range n.Nameservers {
 		if _, ok := parseIP(s); !ok {
 			v.add(index("machine.network.nameservers", i), "%q is not an IP address", s)
@@ -196,12 +214,144 @@ func (v *validator) network(n *NetworkConfig) {
 	}
 }
 
+func (v *validator) deviceSelector(path string, sel *DeviceSelector, macs map[string]int, i int) {
+	if sel.HardwareAddr == "" && sel.Driver == "" {
+		v.add(join(path, "deviceSelector.hardwareAddr"), "required: a MAC address such as 52:54:00:12:34:56 (or a driver)")
+		return
+	}
+	if sel.Driver != "" && (len(sel.Driver) > 32 || strings.ContainsAny(sel.Driver, "/ \t\n\x00")) {
+		v.add(join(path, "deviceSelector.driver"), "%q is not a kernel driver name such as virtio_net", sel.Driver)
+	}
+	if sel.HardwareAddr == "" {
+		return
+	}
+	p := join(path, "deviceSelector.hardwareAddr")
+	hw, ok := parseMAC(sel.HardwareAddr)
+	if !ok {
+		v.add(p, "%q is not a MAC address such as 52:54:00:12:34:56", sel.HardwareAddr)
+		return
+	}
+	if j, dup := macs[hw.String()]; dup {
+		v.add(p, "hardware address %s is already selected by machine.network.interfaces[%d]", hw, j)
+	} else {
+		macs[hw.String()] = i
+	}
+}
+
+func (v *validator) bond(path string, ifc *InterfaceConfig, members map[string]int, i int) {
+	bp := join(path, "bond")
+	if ifc.Interface == "" {
+		v.add(join(path, "interface"), "required: a bond is named by interface (e.g. bond0), not selected by deviceSelector")
+	}
+	if ifc.Bond.Mode != BondActiveBackup && ifc.Bond.Mode != Bond8023AD {
+		v.add(join(bp, "mode"), "%q is not a bond mode: use %s or %s", ifc.Bond.Mode, BondActiveBackup, Bond8023AD)
+	}
+	if len(ifc.Bond.Interfaces) == 0 {
+		v.add(join(bp, "interfaces"), "required: a bond needs at least one member interface")
+	}
+	for k, m := range ifc.Bond.Interfaces {
+		mp := index(join(bp, "interfaces"), k)
+		switch j, dup := members[m]; {
+		case !isInterfaceName(m):
+			v.add(mp, "%q is not a valid interface name", m)
+		case m == ifc.Interface:
+			v.add(mp, "a bond cannot be its own member")
+		case dup && j == i:
+			v.add(mp, "%q is listed twice", m)
+		case dup:
+			v.add(mp, "%q is already a member of the bond of machine.network.interfaces[%d]", m, j)
+		default:
+			members[m] = i
+		}
+	}
+}
+
+// duplicateAddresses reports an IP address configured twice, on one link or
+// on two.
+func (v *validator) duplicateAddresses(n *NetworkConfig) {
+	seen := map[netip.Addr]string{}
+	check := func(path string, addrs []string) {
+		for k, a := range addrs {
+			p, ok := parseCIDR(a)
+			if !ok {
+				continue
+			}
+			ap := index(join(path, "addresses"), k)
+			if first, dup := seen[p.Addr()]; dup {
+				v.add(ap, "%s is already configured at %s", p.Addr(), first)
+				continue
+			}
+			seen[p.Addr()] = ap
+		}
+	}
+	for i := range n.Interfaces {
+		ifc := &n.Interfaces[i]
+		path := index("machine.network.interfaces", i)
+		check(path, ifc.Addresses)
+		for k := range ifc.VLANs {
+			check(index(join(path, "vlans"), k), ifc.VLANs[k].Addresses)
+		}
+	}
+}
+
+// gateways reports a route whose gateway no configured link can reach: not
+// on the subnet of any static address, not IPv6 link-local, and (for IPv4)
+// no link takes an address by DHCP, which might supply the subnet.
+func (v *validator) gateways(n *NetworkConfig) {
+	var subnets []netip.Prefix
+	dhcp := false
+	for i := range n.Interfaces {
+		ifc := &n.Interfaces[i]
+		dhcp = dhcp || ifc.DHCP
+		for _, a := range ifc.Addresses {
+			if p, ok := parseCIDR(a); ok {
+				subnets = append(subnets, p.Masked())
+			}
+		}
+		for _, vl := range ifc.VLANs {
+			dhcp = dhcp || vl.DHCP
+			for _, a := range vl.Addresses {
+				if p, ok := parseCIDR(a); ok {
+					subnets = append(subnets, p.Masked())
+				}
+			}
+		}
+	}
+	check := func(path string, routes []Route) {
+		for k, r := range routes {
+			gw, ok := parseIP(r.Gateway)
+			dst, dok := parseCIDR(r.Network)
+			if !ok || !dok || gw.Is4() != dst.Addr().Is4() {
+				continue // reported already
+			}
+			if gw.IsLinkLocalUnicast() || (gw.Is4() && dhcp) {
+				continue
+			}
+			if slices.ContainsFunc(subnets, func(p netip.Prefix) bool { return p.Contains(gw) }) {
+				continue
+			}
+			v.add(join(index(join(path, "routes"), k), "gateway"), "%s is not reachable: no configured address is on its subnet; add one, or use dhcp", gw)
+		}
+	}
+	for i := range n.Interfaces {
+		ifc := &n.Interfaces[i]
+		path := index("machine.network.interfaces", i)
+		check(path, ifc.Routes)
+		for k := range ifc.VLANs {
+			check(index(join(path, "vlans"), k), ifc.VLANs[k].Routes)
+		}
+	}
+}
+
 // addresses checks the addresses, routes and MTU of an interface or VLAN.
 func (v *validator) addresses(path string, addrs []string, routes []Route, mtu int) {
+	v6 := false
 	for i, a := range addrs {
-		if _, ok := parseCIDR(a); !ok {
+		p, ok := parseCIDR(a)
+		if !ok {
 			v.add(index(join(path, "addresses"), i), "%q is not a valid CIDR", a)
 		}
+		v6 = v6 || (ok && p.Addr().Is6())
 	}
 	for i, r := range routes {
 		rp := index(join(path, "routes"), i)
@@ -225,8 +375,11 @@ func (v *validator) addresses(path string, addrs []string, routes []Route, mtu i
 			}
 		}
 	}
-	if mtu != 0 && (mtu < 68 || mtu > 65535) {
+	switch {
+	case mtu != 0 && (mtu < 68 || mtu > 65535):
 		v.add(join(path, "mtu"), "%d is out of range 68..65535", mtu)
+	case mtu != 0 && mtu < 1280 && v6:
+		v.add(join(path, "mtu"), "%d is below 1280, the least IPv6 needs, and the interface has IPv6 addresses", mtu)
 	}
 }
 

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,11 +11,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/kiln-os/kiln/machined/config"
 	"github.com/kiln-os/kiln/machined/platform"
 	"github.com/kiln-os/kiln/machined/version"
 	"github.com/kiln-os/kiln/networking"
 	"github.com/kiln-os/kiln/networking/link"
+	"github.com/kiln-os/kiln/networking/timesync"
 )
 
 // Where a node keeps things.
@@ -59,6 +58,8 @@ type Node struct {
 	// FallbackHostname is kiln-xxxxxx from the first NIC's MAC address.
 	FallbackHostname string
 	Net              *networking.Controller
+	// Time keeps the clock in line with machine.time.servers.
+	Time *timesync.Service
 }
 
 // PrepareNode readies a Kiln node for the daemon: it prints the banner, finds
@@ -127,7 +128,14 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	} else {
 		n.FallbackHostname = HostnameFromLinks(ls)
 	}
-	n.Net = networking.New(networking.Options{Log: n.log.With("component", "network")})
+	n.Net = networking.New(networking.Options{
+		Log:              n.log.With("component", "network"),
+		Hosts:            "/etc/hosts",
+		HostnameFile:     "/etc/hostname",
+		SetHostname:      platform.SetHostname,
+		FallbackHostname: n.FallbackHostname,
+	})
+	n.Time = &timesync.Service{Clock: timesync.SystemClock{}, Log: n.log.With("component", "time")}
 	return n, nil
 }
 
@@ -194,6 +202,7 @@ func (n *Node) Unmount() error {
 // init does the rest.
 func (n *Node) Power(a PowerAction) error {
 	n.Net.Close()
+	n.Time.Close()
 	if err := n.Unmount(); err != nil {
 		n.log.Error("unmount before power action", "err", err)
 	}
@@ -208,20 +217,8 @@ func (n *Node) Power(a PowerAction) error {
 	return nil
 }
 
-// Network adapts the node's network controller to the daemon.
-func (n *Node) Network() Network { return nodeNetwork{n.Net} }
-
-type nodeNetwork struct{ c *networking.Controller }
-
-func (w nodeNetwork) Reconcile(ctx context.Context, cfg *config.Config) error {
-	spec, err := networking.SpecFromConfig(cfg)
-	if err != nil {
-		return err
-	}
-	return w.c.Apply(ctx, spec)
-}
-
-func (w nodeNetwork) WaitAddress(ctx context.Context) bool { return w.c.WaitAddress(ctx) }
+// Network adapts the node's network controller and time sync to the daemon.
+func (n *Node) Network() Network { return ControllerNetwork{C: n.Net, Time: n.Time} }
 
 // HostnameFromLinks derives the maintenance host name from the first NIC (by
 // interface index): "kiln-" and the last three bytes of its MAC address.

@@ -219,6 +219,30 @@ var calls = map[string]func(ctx context.Context, cc *grpc.ClientConn) error{
 		_, err := machine.NewMachineServiceClient(cc).Netstat(ctx, &machine.NetstatRequest{})
 		return err
 	},
+	machine.MachineService_Links_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Links(ctx, &machine.LinksRequest{})
+		return err
+	},
+	machine.MachineService_Addresses_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Addresses(ctx, &machine.AddressesRequest{})
+		return err
+	},
+	machine.MachineService_Routes_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Routes(ctx, &machine.RoutesRequest{})
+		return err
+	},
+	machine.MachineService_Resolvers_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Resolvers(ctx, &machine.ResolversRequest{})
+		return err
+	},
+	machine.MachineService_Hostname_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Hostname(ctx, &machine.HostnameRequest{})
+		return err
+	},
+	machine.MachineService_TimeStatus_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).TimeStatus(ctx, &machine.TimeStatusRequest{})
+		return err
+	},
 	machine.MachineService_DebugAction_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
 		// Debug actions are disabled in the fake: allowed callers get
 		// FailedPrecondition, which is not a refusal.

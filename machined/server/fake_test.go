@@ -129,6 +129,26 @@ func (f *fakeMachine) Netstat(context.Context) ([]Socket, error) {
 	}, nil
 }
 
+func (f *fakeMachine) NetworkStatus(context.Context) (*NetworkStatus, error) {
+	return &NetworkStatus{
+		Links: []NetLink{
+			{Name: "lo", Index: 1, Type: "device", MTU: 65536, Up: true, Carrier: true},
+			{Name: "bond0", Index: 4, Type: "bond", HardwareAddr: "52:54:00:12:34:56", MTU: 1500, Up: true, Carrier: true, Managed: true},
+		},
+		Addresses: []NetAddress{{Link: "bond0", Prefix: netip.MustParsePrefix("10.0.0.2/24"), Scope: "global", Source: "config"}},
+		Routes: []NetRoute{{Link: "bond0", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1"),
+			Metric: 100, Protocol: "kiln", Scope: "global"}},
+		Nameservers:      []netip.Addr{netip.MustParseAddr("10.0.0.53")},
+		Search:           []string{"example.com"},
+		NameserverSource: "config",
+		Hostname:         "cp-1",
+		HostnameSource:   "config",
+		Time: TimeStatus{Enabled: true, Synced: true, Servers: []string{"10.0.0.123"}, Server: "10.0.0.123",
+			Offset: 1500 * time.Microsecond, Delay: 300 * time.Microsecond, Stratum: 2,
+			LastSync: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), Slews: 3, Steps: 1},
+	}, nil
+}
+
 func (f *fakeMachine) DebugAction(_ context.Context, action string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

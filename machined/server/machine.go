@@ -43,6 +43,8 @@ type Machine interface {
 	Mounts(ctx context.Context) ([]Mount, error)
 	// Netstat lists the listening TCP and bound UDP sockets.
 	Netstat(ctx context.Context) ([]Socket, error)
+	// NetworkStatus reads the host network, names and time sync.
+	NetworkStatus(ctx context.Context) (*NetworkStatus, error)
 	// DebugAction runs a test-only action and returns what to tell the
 	// caller. Like Reboot it must return before an action that ends
 	// machined takes effect. A Machine that has debug actions disabled

@@ -159,11 +159,13 @@ type Addr struct {
 	Preferred time.Duration
 }
 
-func toIPNet(p netip.Prefix) *net.IPNet {
+// ToIPNet converts a prefix to netlink's form.
+func ToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
-func fromIPNet(n *net.IPNet) (netip.Prefix, bool) {
+// FromIPNet converts netlink's form to a prefix; nil is not one.
+func FromIPNet(n *net.IPNet) (netip.Prefix, bool) {
 	if n == nil {
 		return netip.Prefix{}, false
 	}
@@ -181,7 +183,7 @@ func ReplaceAddr(name string, a Addr) error {
 	if err != nil {
 		return fmt.Errorf("link %s: %w", name, err)
 	}
-	na := &netlink.Addr{IPNet: toIPNet(a.Prefix)}
+	na := &netlink.Addr{IPNet: ToIPNet(a.Prefix)}
 	if a.Valid > 0 {
 		na.ValidLft = int(a.Valid / time.Second)
 		na.PreferedLft = int(a.Preferred / time.Second)
@@ -205,7 +207,7 @@ func DelAddr(name string, p netip.Prefix) error {
 		}
 		return fmt.Errorf("link %s: %w", name, err)
 	}
-	if err := netlink.AddrDel(l, &netlink.Addr{IPNet: toIPNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+	if err := netlink.AddrDel(l, &netlink.Addr{IPNet: ToIPNet(p)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("remove %s from %s: %w", p, name, err)
 	}
 	return nil
@@ -226,7 +228,7 @@ func Addrs(name string) ([]netip.Prefix, error) {
 	}
 	var out []netip.Prefix
 	for _, a := range as {
-		if p, ok := fromIPNet(a.IPNet); ok {
+		if p, ok := FromIPNet(a.IPNet); ok {
 			out = append(out, p)
 		}
 	}
@@ -242,7 +244,7 @@ type Route struct {
 }
 
 func (r Route) netlink(index int) *netlink.Route {
-	nr := &netlink.Route{LinkIndex: index, Dst: toIPNet(r.Dst), Priority: int(r.Metric)}
+	nr := &netlink.Route{LinkIndex: index, Dst: ToIPNet(r.Dst), Priority: int(r.Metric)}
 	if r.Gateway.IsValid() {
 		nr.Gw = r.Gateway.AsSlice()
 	} else {
@@ -296,7 +298,7 @@ func Routes(name string) ([]Route, error) {
 	var out []Route
 	for _, r := range rs {
 		var rt Route
-		if p, ok := fromIPNet(r.Dst); ok {
+		if p, ok := FromIPNet(r.Dst); ok {
 			rt.Dst = p
 		} else if r.Family == netlink.FAMILY_V6 {
 			rt.Dst = netip.MustParsePrefix("::/0")

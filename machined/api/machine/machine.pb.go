@@ -2107,6 +2107,886 @@ func (x *DebugActionResponse) GetMessage() string {
 	return ""
 }
 
+type LinksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinksRequest) Reset() {
+	*x = LinksRequest{}
+	mi := &file_machine_machine_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinksRequest) ProtoMessage() {}
+
+func (x *LinksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinksRequest.ProtoReflect.Descriptor instead.
+func (*LinksRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{37}
+}
+
+type Link struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Index uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The kernel's kind: "device", "veth", "vlan", "bond", "bridge", ...
+	Type         string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	HardwareAddr string `protobuf:"bytes,4,opt,name=hardware_addr,json=hardwareAddr,proto3" json:"hardware_addr,omitempty"`
+	Mtu          uint32 `protobuf:"varint,5,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// Administratively up.
+	Up bool `protobuf:"varint,6,opt,name=up,proto3" json:"up,omitempty"`
+	// The lower layer is up (cable, peer).
+	Carrier bool `protobuf:"varint,7,opt,name=carrier,proto3" json:"carrier,omitempty"`
+	// The bond or bridge the link belongs to.
+	Master string `protobuf:"bytes,8,opt,name=master,proto3" json:"master,omitempty"`
+	// Created by Kiln (a VLAN or bond of the machine config).
+	Managed       bool `protobuf:"varint,9,opt,name=managed,proto3" json:"managed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Link) Reset() {
+	*x = Link{}
+	mi := &file_machine_machine_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Link) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Link) ProtoMessage() {}
+
+func (x *Link) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Link.ProtoReflect.Descriptor instead.
+func (*Link) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Link) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Link) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Link) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Link) GetHardwareAddr() string {
+	if x != nil {
+		return x.HardwareAddr
+	}
+	return ""
+}
+
+func (x *Link) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Link) GetUp() bool {
+	if x != nil {
+		return x.Up
+	}
+	return false
+}
+
+func (x *Link) GetCarrier() bool {
+	if x != nil {
+		return x.Carrier
+	}
+	return false
+}
+
+func (x *Link) GetMaster() string {
+	if x != nil {
+		return x.Master
+	}
+	return ""
+}
+
+func (x *Link) GetManaged() bool {
+	if x != nil {
+		return x.Managed
+	}
+	return false
+}
+
+type LinksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Links         []*Link                `protobuf:"bytes,1,rep,name=links,proto3" json:"links,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinksResponse) Reset() {
+	*x = LinksResponse{}
+	mi := &file_machine_machine_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinksResponse) ProtoMessage() {}
+
+func (x *LinksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinksResponse.ProtoReflect.Descriptor instead.
+func (*LinksResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *LinksResponse) GetLinks() []*Link {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+type AddressesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddressesRequest) Reset() {
+	*x = AddressesRequest{}
+	mi := &file_machine_machine_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddressesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddressesRequest) ProtoMessage() {}
+
+func (x *AddressesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddressesRequest.ProtoReflect.Descriptor instead.
+func (*AddressesRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{40}
+}
+
+type Address struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Link  string                 `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
+	// The address with its prefix length, e.g. 10.0.0.2/24.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "global", "link" or "host".
+	Scope string `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	// "config", "dhcp", or empty when Kiln did not put it there.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Has a finite lifetime (DHCP, SLAAC).
+	Dynamic       bool `protobuf:"varint,5,opt,name=dynamic,proto3" json:"dynamic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Address) Reset() {
+	*x = Address{}
+	mi := &file_machine_machine_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Address) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Address) ProtoMessage() {}
+
+func (x *Address) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Address.ProtoReflect.Descriptor instead.
+func (*Address) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *Address) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *Address) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Address) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Address) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Address) GetDynamic() bool {
+	if x != nil {
+		return x.Dynamic
+	}
+	return false
+}
+
+type AddressesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addresses     []*Address             `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddressesResponse) Reset() {
+	*x = AddressesResponse{}
+	mi := &file_machine_machine_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddressesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddressesResponse) ProtoMessage() {}
+
+func (x *AddressesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddressesResponse.ProtoReflect.Descriptor instead.
+func (*AddressesResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AddressesResponse) GetAddresses() []*Address {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+type RoutesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutesRequest) Reset() {
+	*x = RoutesRequest{}
+	mi := &file_machine_machine_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutesRequest) ProtoMessage() {}
+
+func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
+func (*RoutesRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{43}
+}
+
+type Route struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Link  string                 `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
+	// Destination prefix; 0.0.0.0/0 or ::/0 for a default route.
+	Destination string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Next hop; empty for an on-link route.
+	Gateway string `protobuf:"bytes,3,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Preferred source address; empty when none.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	Metric uint32 `protobuf:"varint,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	// Who installed it: "kiln" (the machine config), "kernel", "boot" (DHCP), ...
+	Protocol      string `protobuf:"bytes,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Scope         string `protobuf:"bytes,7,opt,name=scope,proto3" json:"scope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Route) Reset() {
+	*x = Route{}
+	mi := &file_machine_machine_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Route) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Route) ProtoMessage() {}
+
+func (x *Route) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Route.ProtoReflect.Descriptor instead.
+func (*Route) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Route) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *Route) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Route) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Route) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Route) GetMetric() uint32 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+func (x *Route) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Route) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+type RoutesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Routes        []*Route               `protobuf:"bytes,1,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutesResponse) Reset() {
+	*x = RoutesResponse{}
+	mi := &file_machine_machine_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutesResponse) ProtoMessage() {}
+
+func (x *RoutesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutesResponse.ProtoReflect.Descriptor instead.
+func (*RoutesResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RoutesResponse) GetRoutes() []*Route {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+type ResolversRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolversRequest) Reset() {
+	*x = ResolversRequest{}
+	mi := &file_machine_machine_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolversRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolversRequest) ProtoMessage() {}
+
+func (x *ResolversRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolversRequest.ProtoReflect.Descriptor instead.
+func (*ResolversRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{46}
+}
+
+type ResolversResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Nameservers []string               `protobuf:"bytes,1,rep,name=nameservers,proto3" json:"nameservers,omitempty"`
+	Search      []string               `protobuf:"bytes,2,rep,name=search,proto3" json:"search,omitempty"`
+	// "config", "dhcp", or empty when there are none.
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolversResponse) Reset() {
+	*x = ResolversResponse{}
+	mi := &file_machine_machine_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolversResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolversResponse) ProtoMessage() {}
+
+func (x *ResolversResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolversResponse.ProtoReflect.Descriptor instead.
+func (*ResolversResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ResolversResponse) GetNameservers() []string {
+	if x != nil {
+		return x.Nameservers
+	}
+	return nil
+}
+
+func (x *ResolversResponse) GetSearch() []string {
+	if x != nil {
+		return x.Search
+	}
+	return nil
+}
+
+func (x *ResolversResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type HostnameRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostnameRequest) Reset() {
+	*x = HostnameRequest{}
+	mi := &file_machine_machine_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostnameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostnameRequest) ProtoMessage() {}
+
+func (x *HostnameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostnameRequest.ProtoReflect.Descriptor instead.
+func (*HostnameRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{48}
+}
+
+type HostnameResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// "config", "dhcp", "mac" (derived from the first NIC's MAC address), or
+	// empty when unknown.
+	Source        string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostnameResponse) Reset() {
+	*x = HostnameResponse{}
+	mi := &file_machine_machine_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostnameResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostnameResponse) ProtoMessage() {}
+
+func (x *HostnameResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostnameResponse.ProtoReflect.Descriptor instead.
+func (*HostnameResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *HostnameResponse) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HostnameResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type TimeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeStatusRequest) Reset() {
+	*x = TimeStatusRequest{}
+	mi := &file_machine_machine_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeStatusRequest) ProtoMessage() {}
+
+func (x *TimeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeStatusRequest.ProtoReflect.Descriptor instead.
+func (*TimeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{50}
+}
+
+type TimeStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time synchronisation runs (machine.time names servers).
+	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// At least one sync succeeded since machined started.
+	Synced  bool     `protobuf:"varint,2,opt,name=synced,proto3" json:"synced,omitempty"`
+	Servers []string `protobuf:"bytes,3,rep,name=servers,proto3" json:"servers,omitempty"`
+	// The server of the last good answer.
+	Server string `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	// Correction applied at the last sync (server minus local clock).
+	Offset        *durationpb.Duration   `protobuf:"bytes,5,opt,name=offset,proto3" json:"offset,omitempty"`
+	Delay         *durationpb.Duration   `protobuf:"bytes,6,opt,name=delay,proto3" json:"delay,omitempty"`
+	Stratum       uint32                 `protobuf:"varint,7,opt,name=stratum,proto3" json:"stratum,omitempty"`
+	LastSync      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_sync,json=lastSync,proto3" json:"last_sync,omitempty"`
+	LastError     string                 `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Steps         uint32                 `protobuf:"varint,10,opt,name=steps,proto3" json:"steps,omitempty"`
+	Slews         uint32                 `protobuf:"varint,11,opt,name=slews,proto3" json:"slews,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeStatusResponse) Reset() {
+	*x = TimeStatusResponse{}
+	mi := &file_machine_machine_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeStatusResponse) ProtoMessage() {}
+
+func (x *TimeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeStatusResponse.ProtoReflect.Descriptor instead.
+func (*TimeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *TimeStatusResponse) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *TimeStatusResponse) GetSynced() bool {
+	if x != nil {
+		return x.Synced
+	}
+	return false
+}
+
+func (x *TimeStatusResponse) GetServers() []string {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *TimeStatusResponse) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *TimeStatusResponse) GetOffset() *durationpb.Duration {
+	if x != nil {
+		return x.Offset
+	}
+	return nil
+}
+
+func (x *TimeStatusResponse) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+func (x *TimeStatusResponse) GetStratum() uint32 {
+	if x != nil {
+		return x.Stratum
+	}
+	return 0
+}
+
+func (x *TimeStatusResponse) GetLastSync() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSync
+	}
+	return nil
+}
+
+func (x *TimeStatusResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *TimeStatusResponse) GetSteps() uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *TimeStatusResponse) GetSlews() uint32 {
+	if x != nil {
+		return x.Slews
+	}
+	return 0
+}
+
 var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
@@ -2249,13 +3129,70 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x12DebugActionRequest\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\"/\n" +
 	"\x13DebugActionResponse\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage*|\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"\x0e\n" +
+	"\fLinksRequest\"\xd7\x01\n" +
+	"\x04Link\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\rR\x05index\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12#\n" +
+	"\rhardware_addr\x18\x04 \x01(\tR\fhardwareAddr\x12\x10\n" +
+	"\x03mtu\x18\x05 \x01(\rR\x03mtu\x12\x0e\n" +
+	"\x02up\x18\x06 \x01(\bR\x02up\x12\x18\n" +
+	"\acarrier\x18\a \x01(\bR\acarrier\x12\x16\n" +
+	"\x06master\x18\b \x01(\tR\x06master\x12\x18\n" +
+	"\amanaged\x18\t \x01(\bR\amanaged\"B\n" +
+	"\rLinksResponse\x121\n" +
+	"\x05links\x18\x01 \x03(\v2\x1b.kiln.machine.v1alpha1.LinkR\x05links\"\x12\n" +
+	"\x10AddressesRequest\"\x7f\n" +
+	"\aAddress\x12\x12\n" +
+	"\x04link\x18\x01 \x01(\tR\x04link\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05scope\x18\x03 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x18\n" +
+	"\adynamic\x18\x05 \x01(\bR\adynamic\"Q\n" +
+	"\x11AddressesResponse\x12<\n" +
+	"\taddresses\x18\x01 \x03(\v2\x1e.kiln.machine.v1alpha1.AddressR\taddresses\"\x0f\n" +
+	"\rRoutesRequest\"\xb9\x01\n" +
+	"\x05Route\x12\x12\n" +
+	"\x04link\x18\x01 \x01(\tR\x04link\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x03 \x01(\tR\agateway\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\rR\x06metric\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05scope\x18\a \x01(\tR\x05scope\"F\n" +
+	"\x0eRoutesResponse\x124\n" +
+	"\x06routes\x18\x01 \x03(\v2\x1c.kiln.machine.v1alpha1.RouteR\x06routes\"\x12\n" +
+	"\x10ResolversRequest\"e\n" +
+	"\x11ResolversResponse\x12 \n" +
+	"\vnameservers\x18\x01 \x03(\tR\vnameservers\x12\x16\n" +
+	"\x06search\x18\x02 \x03(\tR\x06search\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\"\x11\n" +
+	"\x0fHostnameRequest\"F\n" +
+	"\x10HostnameResponse\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\"\x13\n" +
+	"\x11TimeStatusRequest\"\xfa\x02\n" +
+	"\x12TimeStatusResponse\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x16\n" +
+	"\x06synced\x18\x02 \x01(\bR\x06synced\x12\x18\n" +
+	"\aservers\x18\x03 \x03(\tR\aservers\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x121\n" +
+	"\x06offset\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x06offset\x12/\n" +
+	"\x05delay\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x18\n" +
+	"\astratum\x18\a \x01(\rR\astratum\x127\n" +
+	"\tlast_sync\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\blastSync\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12\x14\n" +
+	"\x05steps\x18\n" +
+	" \x01(\rR\x05steps\x12\x14\n" +
+	"\x05slews\x18\v \x01(\rR\x05slews*|\n" +
 	"\tApplyMode\x12\x13\n" +
 	"\x0fAPPLY_MODE_AUTO\x10\x00\x12\x18\n" +
 	"\x14APPLY_MODE_NO_REBOOT\x10\x01\x12\x15\n" +
 	"\x11APPLY_MODE_REBOOT\x10\x02\x12\x15\n" +
 	"\x11APPLY_MODE_STAGED\x10\x03\x12\x12\n" +
-	"\x0eAPPLY_MODE_TRY\x10\x042\xdb\f\n" +
+	"\x0eAPPLY_MODE_TRY\x10\x042\x86\x11\n" +
 	"\x0eMachineService\x12y\n" +
 	"\x12ApplyConfiguration\x120.kiln.machine.v1alpha1.ApplyConfigurationRequest\x1a1.kiln.machine.v1alpha1.ApplyConfigurationResponse\x12\x7f\n" +
 	"\x14ConfirmConfiguration\x122.kiln.machine.v1alpha1.ConfirmConfigurationRequest\x1a3.kiln.machine.v1alpha1.ConfirmConfigurationResponse\x12^\n" +
@@ -2272,7 +3209,14 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x06Reboot\x12$.kiln.machine.v1alpha1.RebootRequest\x1a%.kiln.machine.v1alpha1.RebootResponse\x12[\n" +
 	"\bShutdown\x12&.kiln.machine.v1alpha1.ShutdownRequest\x1a'.kiln.machine.v1alpha1.ShutdownResponse\x12U\n" +
 	"\x06Mounts\x12$.kiln.machine.v1alpha1.MountsRequest\x1a%.kiln.machine.v1alpha1.MountsResponse\x12X\n" +
-	"\aNetstat\x12%.kiln.machine.v1alpha1.NetstatRequest\x1a&.kiln.machine.v1alpha1.NetstatResponse\x12d\n" +
+	"\aNetstat\x12%.kiln.machine.v1alpha1.NetstatRequest\x1a&.kiln.machine.v1alpha1.NetstatResponse\x12R\n" +
+	"\x05Links\x12#.kiln.machine.v1alpha1.LinksRequest\x1a$.kiln.machine.v1alpha1.LinksResponse\x12^\n" +
+	"\tAddresses\x12'.kiln.machine.v1alpha1.AddressesRequest\x1a(.kiln.machine.v1alpha1.AddressesResponse\x12U\n" +
+	"\x06Routes\x12$.kiln.machine.v1alpha1.RoutesRequest\x1a%.kiln.machine.v1alpha1.RoutesResponse\x12^\n" +
+	"\tResolvers\x12'.kiln.machine.v1alpha1.ResolversRequest\x1a(.kiln.machine.v1alpha1.ResolversResponse\x12[\n" +
+	"\bHostname\x12&.kiln.machine.v1alpha1.HostnameRequest\x1a'.kiln.machine.v1alpha1.HostnameResponse\x12a\n" +
+	"\n" +
+	"TimeStatus\x12(.kiln.machine.v1alpha1.TimeStatusRequest\x1a).kiln.machine.v1alpha1.TimeStatusResponse\x12d\n" +
 	"\vDebugAction\x12).kiln.machine.v1alpha1.DebugActionRequest\x1a*.kiln.machine.v1alpha1.DebugActionResponseB6Z4github.com/kiln-os/kiln/machined/api/machine;machineb\x06proto3"
 
 var (
@@ -2288,7 +3232,7 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                       // 0: kiln.machine.v1alpha1.ApplyMode
 	(*ApplyConfigurationRequest)(nil),    // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest
@@ -2328,66 +3272,99 @@ var file_machine_machine_proto_goTypes = []any{
 	(*NetstatResponse)(nil),              // 35: kiln.machine.v1alpha1.NetstatResponse
 	(*DebugActionRequest)(nil),           // 36: kiln.machine.v1alpha1.DebugActionRequest
 	(*DebugActionResponse)(nil),          // 37: kiln.machine.v1alpha1.DebugActionResponse
-	nil,                                  // 38: kiln.machine.v1alpha1.Event.AttributesEntry
-	(*durationpb.Duration)(nil),          // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 40: google.protobuf.Timestamp
+	(*LinksRequest)(nil),                 // 38: kiln.machine.v1alpha1.LinksRequest
+	(*Link)(nil),                         // 39: kiln.machine.v1alpha1.Link
+	(*LinksResponse)(nil),                // 40: kiln.machine.v1alpha1.LinksResponse
+	(*AddressesRequest)(nil),             // 41: kiln.machine.v1alpha1.AddressesRequest
+	(*Address)(nil),                      // 42: kiln.machine.v1alpha1.Address
+	(*AddressesResponse)(nil),            // 43: kiln.machine.v1alpha1.AddressesResponse
+	(*RoutesRequest)(nil),                // 44: kiln.machine.v1alpha1.RoutesRequest
+	(*Route)(nil),                        // 45: kiln.machine.v1alpha1.Route
+	(*RoutesResponse)(nil),               // 46: kiln.machine.v1alpha1.RoutesResponse
+	(*ResolversRequest)(nil),             // 47: kiln.machine.v1alpha1.ResolversRequest
+	(*ResolversResponse)(nil),            // 48: kiln.machine.v1alpha1.ResolversResponse
+	(*HostnameRequest)(nil),              // 49: kiln.machine.v1alpha1.HostnameRequest
+	(*HostnameResponse)(nil),             // 50: kiln.machine.v1alpha1.HostnameResponse
+	(*TimeStatusRequest)(nil),            // 51: kiln.machine.v1alpha1.TimeStatusRequest
+	(*TimeStatusResponse)(nil),           // 52: kiln.machine.v1alpha1.TimeStatusResponse
+	nil,                                  // 53: kiln.machine.v1alpha1.Event.AttributesEntry
+	(*durationpb.Duration)(nil),          // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 55: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
 	0,  // 0: kiln.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
-	39, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	54, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
 	0,  // 2: kiln.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
 	8,  // 3: kiln.machine.v1alpha1.VersionResponse.version:type_name -> kiln.machine.v1alpha1.VersionInfo
 	11, // 4: kiln.machine.v1alpha1.DisksResponse.disks:type_name -> kiln.machine.v1alpha1.Disk
-	40, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	40, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
+	55, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	55, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
 	15, // 7: kiln.machine.v1alpha1.ServiceInfo.health:type_name -> kiln.machine.v1alpha1.ServiceHealth
-	40, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
+	55, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
 	14, // 9: kiln.machine.v1alpha1.ServiceInfo.events:type_name -> kiln.machine.v1alpha1.ServiceEvent
 	16, // 10: kiln.machine.v1alpha1.ServiceListResponse.services:type_name -> kiln.machine.v1alpha1.ServiceInfo
-	39, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
-	40, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	38, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
+	54, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
+	55, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	53, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
 	31, // 14: kiln.machine.v1alpha1.MountsResponse.mounts:type_name -> kiln.machine.v1alpha1.Mount
 	34, // 15: kiln.machine.v1alpha1.NetstatResponse.sockets:type_name -> kiln.machine.v1alpha1.Socket
-	1,  // 16: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
-	3,  // 17: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
-	5,  // 18: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
-	7,  // 19: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
-	10, // 20: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
-	13, // 21: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
-	18, // 22: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 23: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 24: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	20, // 25: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
-	22, // 26: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
-	24, // 27: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
-	26, // 28: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
-	28, // 29: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
-	30, // 30: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
-	33, // 31: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
-	36, // 32: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
-	2,  // 33: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
-	4,  // 34: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
-	6,  // 35: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
-	9,  // 36: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
-	12, // 37: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
-	17, // 38: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
-	19, // 39: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 40: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 41: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	21, // 42: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
-	23, // 43: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
-	25, // 44: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
-	27, // 45: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
-	29, // 46: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
-	32, // 47: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
-	35, // 48: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
-	37, // 49: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
-	33, // [33:50] is the sub-list for method output_type
-	16, // [16:33] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	39, // 16: kiln.machine.v1alpha1.LinksResponse.links:type_name -> kiln.machine.v1alpha1.Link
+	42, // 17: kiln.machine.v1alpha1.AddressesResponse.addresses:type_name -> kiln.machine.v1alpha1.Address
+	45, // 18: kiln.machine.v1alpha1.RoutesResponse.routes:type_name -> kiln.machine.v1alpha1.Route
+	54, // 19: kiln.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	54, // 20: kiln.machine.v1alpha1.TimeStatusResponse.delay:type_name -> google.protobuf.Duration
+	55, // 21: kiln.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	1,  // 22: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
+	3,  // 23: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
+	5,  // 24: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
+	7,  // 25: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
+	10, // 26: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
+	13, // 27: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
+	18, // 28: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 29: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 30: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	20, // 31: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
+	22, // 32: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
+	24, // 33: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
+	26, // 34: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
+	28, // 35: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
+	30, // 36: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
+	33, // 37: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
+	38, // 38: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
+	41, // 39: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
+	44, // 40: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
+	47, // 41: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
+	49, // 42: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
+	51, // 43: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
+	36, // 44: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
+	2,  // 45: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
+	4,  // 46: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
+	6,  // 47: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
+	9,  // 48: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
+	12, // 49: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
+	17, // 50: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
+	19, // 51: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 52: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 53: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	21, // 54: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
+	23, // 55: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
+	25, // 56: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
+	27, // 57: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
+	29, // 58: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
+	32, // 59: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
+	35, // 60: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
+	40, // 61: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
+	43, // 62: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
+	46, // 63: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
+	48, // 64: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
+	50, // 65: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
+	52, // 66: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
+	37, // 67: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
+	45, // [45:68] is the sub-list for method output_type
+	22, // [22:45] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -2401,7 +3378,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,12 @@ const (
 	MachineService_Shutdown_FullMethodName             = "/kiln.machine.v1alpha1.MachineService/Shutdown"
 	MachineService_Mounts_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Mounts"
 	MachineService_Netstat_FullMethodName              = "/kiln.machine.v1alpha1.MachineService/Netstat"
+	MachineService_Links_FullMethodName                = "/kiln.machine.v1alpha1.MachineService/Links"
+	MachineService_Addresses_FullMethodName            = "/kiln.machine.v1alpha1.MachineService/Addresses"
+	MachineService_Routes_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Routes"
+	MachineService_Resolvers_FullMethodName            = "/kiln.machine.v1alpha1.MachineService/Resolvers"
+	MachineService_Hostname_FullMethodName             = "/kiln.machine.v1alpha1.MachineService/Hostname"
+	MachineService_TimeStatus_FullMethodName           = "/kiln.machine.v1alpha1.MachineService/TimeStatus"
 	MachineService_DebugAction_FullMethodName          = "/kiln.machine.v1alpha1.MachineService/DebugAction"
 )
 
@@ -81,6 +87,19 @@ type MachineServiceClient interface {
 	Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error)
 	// Netstat lists the node's listening TCP and UDP sockets.
 	Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error)
+	// Links lists the node's network links as the kernel has them.
+	Links(ctx context.Context, in *LinksRequest, opts ...grpc.CallOption) (*LinksResponse, error)
+	// Addresses lists the IP addresses of the node's links.
+	Addresses(ctx context.Context, in *AddressesRequest, opts ...grpc.CallOption) (*AddressesResponse, error)
+	// Routes lists the main routing table.
+	Routes(ctx context.Context, in *RoutesRequest, opts ...grpc.CallOption) (*RoutesResponse, error)
+	// Resolvers reports the nameservers and search domains in
+	// /etc/resolv.conf and where they came from.
+	Resolvers(ctx context.Context, in *ResolversRequest, opts ...grpc.CallOption) (*ResolversResponse, error)
+	// Hostname reports the node's host name and where it came from.
+	Hostname(ctx context.Context, in *HostnameRequest, opts ...grpc.CallOption) (*HostnameResponse, error)
+	// TimeStatus reports the state of time synchronisation (NTP).
+	TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error)
 	// DebugAction runs a test-only action (e.g. "crash": machined exits
 	// abnormally after answering). Refused unless machined was started with
 	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
@@ -283,6 +302,66 @@ func (c *machineServiceClient) Netstat(ctx context.Context, in *NetstatRequest, 
 	return out, nil
 }
 
+func (c *machineServiceClient) Links(ctx context.Context, in *LinksRequest, opts ...grpc.CallOption) (*LinksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LinksResponse)
+	err := c.cc.Invoke(ctx, MachineService_Links_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Addresses(ctx context.Context, in *AddressesRequest, opts ...grpc.CallOption) (*AddressesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddressesResponse)
+	err := c.cc.Invoke(ctx, MachineService_Addresses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Routes(ctx context.Context, in *RoutesRequest, opts ...grpc.CallOption) (*RoutesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RoutesResponse)
+	err := c.cc.Invoke(ctx, MachineService_Routes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Resolvers(ctx context.Context, in *ResolversRequest, opts ...grpc.CallOption) (*ResolversResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolversResponse)
+	err := c.cc.Invoke(ctx, MachineService_Resolvers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) Hostname(ctx context.Context, in *HostnameRequest, opts ...grpc.CallOption) (*HostnameResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HostnameResponse)
+	err := c.cc.Invoke(ctx, MachineService_Hostname_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *machineServiceClient) TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TimeStatusResponse)
+	err := c.cc.Invoke(ctx, MachineService_TimeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *machineServiceClient) DebugAction(ctx context.Context, in *DebugActionRequest, opts ...grpc.CallOption) (*DebugActionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DebugActionResponse)
@@ -330,6 +409,19 @@ type MachineServiceServer interface {
 	Mounts(context.Context, *MountsRequest) (*MountsResponse, error)
 	// Netstat lists the node's listening TCP and UDP sockets.
 	Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error)
+	// Links lists the node's network links as the kernel has them.
+	Links(context.Context, *LinksRequest) (*LinksResponse, error)
+	// Addresses lists the IP addresses of the node's links.
+	Addresses(context.Context, *AddressesRequest) (*AddressesResponse, error)
+	// Routes lists the main routing table.
+	Routes(context.Context, *RoutesRequest) (*RoutesResponse, error)
+	// Resolvers reports the nameservers and search domains in
+	// /etc/resolv.conf and where they came from.
+	Resolvers(context.Context, *ResolversRequest) (*ResolversResponse, error)
+	// Hostname reports the node's host name and where it came from.
+	Hostname(context.Context, *HostnameRequest) (*HostnameResponse, error)
+	// TimeStatus reports the state of time synchronisation (NTP).
+	TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error)
 	// DebugAction runs a test-only action (e.g. "crash": machined exits
 	// abnormally after answering). Refused unless machined was started with
 	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
@@ -392,6 +484,24 @@ func (UnimplementedMachineServiceServer) Mounts(context.Context, *MountsRequest)
 }
 func (UnimplementedMachineServiceServer) Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Netstat not implemented")
+}
+func (UnimplementedMachineServiceServer) Links(context.Context, *LinksRequest) (*LinksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Links not implemented")
+}
+func (UnimplementedMachineServiceServer) Addresses(context.Context, *AddressesRequest) (*AddressesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Addresses not implemented")
+}
+func (UnimplementedMachineServiceServer) Routes(context.Context, *RoutesRequest) (*RoutesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Routes not implemented")
+}
+func (UnimplementedMachineServiceServer) Resolvers(context.Context, *ResolversRequest) (*ResolversResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resolvers not implemented")
+}
+func (UnimplementedMachineServiceServer) Hostname(context.Context, *HostnameRequest) (*HostnameResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Hostname not implemented")
+}
+func (UnimplementedMachineServiceServer) TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TimeStatus not implemented")
 }
 func (UnimplementedMachineServiceServer) DebugAction(context.Context, *DebugActionRequest) (*DebugActionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DebugAction not implemented")
@@ -684,6 +794,114 @@ func _MachineService_Netstat_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Links_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LinksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Links(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Links_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Links(ctx, req.(*LinksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Addresses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddressesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Addresses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Addresses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Addresses(ctx, req.(*AddressesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Routes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RoutesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Routes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Routes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Routes(ctx, req.(*RoutesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Resolvers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolversRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Resolvers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Resolvers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Resolvers(ctx, req.(*ResolversRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_Hostname_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HostnameRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Hostname(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Hostname_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Hostname(ctx, req.(*HostnameRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MachineService_TimeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TimeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).TimeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_TimeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).TimeStatus(ctx, req.(*TimeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MachineService_DebugAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DebugActionRequest)
 	if err := dec(in); err != nil {
@@ -760,6 +978,30 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Netstat",
 			Handler:    _MachineService_Netstat_Handler,
+		},
+		{
+			MethodName: "Links",
+			Handler:    _MachineService_Links_Handler,
+		},
+		{
+			MethodName: "Addresses",
+			Handler:    _MachineService_Addresses_Handler,
+		},
+		{
+			MethodName: "Routes",
+			Handler:    _MachineService_Routes_Handler,
+		},
+		{
+			MethodName: "Resolvers",
+			Handler:    _MachineService_Resolvers_Handler,
+		},
+		{
+			MethodName: "Hostname",
+			Handler:    _MachineService_Hostname_Handler,
+		},
+		{
+			MethodName: "TimeStatus",
+			Handler:    _MachineService_TimeStatus_Handler,
 		},
 		{
 			MethodName: "DebugAction",

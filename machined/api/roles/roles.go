@@ -66,6 +66,12 @@ var Methods = map[string][]Role{
 	machine.MachineService_Shutdown_FullMethodName:             operators,
 	machine.MachineService_Mounts_FullMethodName:               readers,
 	machine.MachineService_Netstat_FullMethodName:              readers,
+	machine.MachineService_Links_FullMethodName:                readers,
+	machine.MachineService_Addresses_FullMethodName:            readers,
+	machine.MachineService_Routes_FullMethodName:               readers,
+	machine.MachineService_Resolvers_FullMethodName:            readers,
+	machine.MachineService_Hostname_FullMethodName:             readers,
+	machine.MachineService_TimeStatus_FullMethodName:           readers,
 	machine.MachineService_DebugAction_FullMethodName:          admins,
 
 	HealthCheck:      readers,

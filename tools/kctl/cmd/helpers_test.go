@@ -122,13 +122,20 @@ func (f *fakeNode) ApplyConfiguration(_ context.Context, req *machine.ApplyConfi
 // 127.0.0.1 and returns its address.
 func startNode(t *testing.T, hostname string) string {
 	t.Helper()
+	return serveFake(t, hostname, &fakeNode{hostname: hostname})
+}
+
+// serveFake serves svc over TLS (a self-signed certificate for cn) on
+// 127.0.0.1 until the test ends and returns the address.
+func serveFake(t *testing.T, cn string, svc machine.MachineServiceServer) string {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: hostname},
+		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -144,7 +151,7 @@ func startNode(t *testing.T, hostname string) string {
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
 	})))
-	machine.RegisterMachineServiceServer(srv, &fakeNode{hostname: hostname})
+	machine.RegisterMachineServiceServer(srv, svc)
 	go srv.Serve(lis) //nolint:errcheck // ends with Stop
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()

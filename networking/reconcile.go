@@ -1,0 +1,74 @@
+package networking
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+)
+
+// Reconciler makes the kernel's links, addresses and routes match a Spec, in
+// stages: links (create, enslave, MTU, up/down), routes no longer wanted out,
+// addresses, routes in. Each stage compares with what the kernel reports and
+// writes only the difference, so a second pass with the same Spec writes
+// nothing. It is not safe for concurrent use.
+type Reconciler struct {
+	k   Kernel
+	log *slog.Logger
+	// owned lists, by link name, the addresses this Reconciler added (or
+	// found already there when the Spec asked for them).
+	owned map[string][]netip.Prefix
+}
+
+// NewReconciler returns a Reconciler working through k.
+func NewReconciler(k Kernel, log *slog.Logger) *Reconciler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reconciler{k: k, log: log, owned: map[string][]netip.Prefix{}}
+}
+
+// Reconcile applies spec and returns the links it resolved to (for DHCP).
+// It goes as far as it can and reports every failure.
+func (r *Reconciler) Reconcile(spec Spec) ([]LinkSpec, error) {
+	ls, err := r.k.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	specs := ResolveLinks(spec, ls, r.k.Driver, r.log)
+	var errs []error
+	t, err := r.links(specs)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if t == nil {
+		return specs, errors.Join(errs...)
+	}
+	want := wantedRoutes(specs, t)
+	wantSet := map[routeKey]bool{}
+	for _, k := range want {
+		wantSet[k] = true
+	}
+	have, err := r.k.RouteList()
+	if err != nil {
+		return specs, errors.Join(append(errs, err)...)
+	}
+	if err := r.removeRoutes(wantSet, have); err != nil {
+		errs = append(errs, err)
+	}
+	if err := r.addresses(specs, t); err != nil {
+		errs = append(errs, err)
+	}
+	if have, err = r.k.RouteList(); err != nil {
+		return specs, errors.Join(append(errs, err)...)
+	}
+	if err := r.addRoutes(want, have); err != nil {
+		errs = append(errs, err)
+	}
+	return specs, errors.Join(errs...)
+}
+
+// Owns reports whether the Reconciler put p on the link.
+func (r *Reconciler) Owns(link string, p netip.Prefix) bool {
+	return slices.Contains(r.owned[link], p)
+}
