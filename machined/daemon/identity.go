@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-os/kiln/machined/atomicfile"
 	"github.com/kiln-os/kiln/machined/config"
 	"github.com/kiln-os/kiln/machined/config/secrets"
 	"github.com/kiln-os/kiln/machined/server"
@@ -59,7 +60,7 @@ func loadMaintenanceCert(path string, now time.Time) (tls.Certificate, bool, err
 	if err != nil {
 		return tls.Certificate{}, false, err
 	}
-	if err := secrets.WriteFileAtomic(path, data, 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o600); err != nil {
 		return tls.Certificate{}, false, fmt.Errorf("keep maintenance certificate: %w", err)
 	}
 	cert, err := tls.X509KeyPair(data, data)

@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/kiln-os/kiln/machined/atomicfile"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -141,16 +142,16 @@ func (s *Store) save(data []byte) error {
 			os.Remove(tmp)
 			return nil
 		}
-		if err := os.Rename(cur, filepath.Join(s.dir, prevName)); err != nil {
+		if err := atomicfile.Rename(cur, filepath.Join(s.dir, prevName)); err != nil {
 			os.Remove(tmp)
 			return fmt.Errorf("save machine config: keep previous: %w", err)
 		}
 	}
-	if err := os.Rename(tmp, cur); err != nil {
+	if err := atomicfile.Rename(tmp, cur); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("save machine config: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("save machine config: %w", err)
 	}
 	s.logger.Info("machine config saved", "sha256", sum(data), "bytes", len(data))
@@ -165,11 +166,11 @@ func (s *Store) SaveStaged(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("save staged machine config: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, stagedName)); err != nil {
+	if err := atomicfile.Rename(tmp, filepath.Join(s.dir, stagedName)); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("save staged machine config: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("save staged machine config: %w", err)
 	}
 	return nil
@@ -231,7 +232,7 @@ func (s *Store) removeStaged() error {
 	if err := os.Remove(filepath.Join(s.dir, stagedName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 // HasStaged reports whether a staged config file exists.
@@ -322,16 +323,4 @@ func decode(raw []byte) ([]byte, error) {
 func sum(data []byte) string {
 	h := sha256.Sum256(data)
 	return hex.EncodeToString(h[:])
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kiln-os/kiln/machined/atomicfile"
 	"github.com/kiln-os/kiln/machined/client/clientconfig"
 	"github.com/kiln-os/kiln/machined/config"
 	"github.com/kiln-os/kiln/machined/config/generate"
@@ -181,7 +182,7 @@ func genConfig(g *globals, cluster, endpoint string, o genConfigOptions) error {
 		data []byte
 	}{{ControlPlaneFile, cpData}, {WorkerFile, wkData}, {KctlconfigFile, kcData}} {
 		// Machine configs hold the cluster's keys: owner-only.
-		if err := clientconfig.WriteFileAtomic(paths[f.name], f.data, 0o600); err != nil {
+		if err := atomicfile.WriteFile(paths[f.name], f.data, 0o600); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.io.Out, "created %s\n", paths[f.name])
