@@ -28,6 +28,19 @@ build: ## Build machined and kctl into _out/.
 test: lint ## Run the tests (unit; privileged ones too when run as root). The README's test command.
 	$(GO) test -count=1 ./...
 
+.PHONY: e2e
+e2e: ## QEMU end-to-end tests: build an image, boot it (TCG), drive it with kctl (needs make setup inputs).
+	$(GO) test -count=1 -timeout 40m ./tools/e2e/... -e2e
+
+.PHONY: cluster
+cluster: ## Bring up one node in QEMU from a freshly built image and point kctl at it (context "kiln").
+	$(GOBUILD) -o $(OUT)/kctl ./tools/kctl
+	$(OUT)/kctl cluster create --name kiln --board $(BOARD)
+
+.PHONY: cluster-destroy
+cluster-destroy: ## Remove the node made by make cluster.
+	$(OUT)/kctl cluster destroy --name kiln
+
 .PHONY: test-race
 test-race: ## Run the tests with the race detector.
 	$(GO) test -race -count=1 ./...
@@ -79,8 +92,8 @@ bench-image: ## Assemble the generic-amd64 raw image from a warm cache, next to 
 	$(GO) test ./images/build -run '^$$' -bench 'AssembleRaw|CopyFloor' -benchtime 3x -count 1
 
 .PHONY: bench-boot
-bench-boot: ## QEMU (TCG) boot of the kernel with a trivial init: the floor for node boot times.
-	$(GO) test ./tools/qemu -run '^$$' -bench BootFloor -benchtime 3x -count 1
+bench-boot: ## QEMU (TCG) start → readiness and → first API call, direct and UEFI, next to a trivial-init floor.
+	$(GO) test ./tools/bench/boot -run '^$$' -bench Boot -benchtime 3x -count 1 -timeout 40m
 
 .PHONY: bench-api
 bench-api: ## Benchmark apply-config round trip over mTLS and machined idle RSS.

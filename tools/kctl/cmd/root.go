@@ -90,6 +90,7 @@ of the client config (--kctlconfig, $KCTLCONFIG or ~/.kctl/config).`,
 		newRebootCommand(g),
 		newShutdownCommand(g),
 		newConfigCommand(g),
+		newClusterCommand(g),
 		imagecli.NewCommand(),
 	)
 	return root, g

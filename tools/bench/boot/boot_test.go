@@ -1,0 +1,223 @@
+// Package boot benchmarks how fast a Kiln node boots under QEMU (TCG): QEMU start →
+// machined's readiness line and → the first successful machine API call (Version over
+// the forwarded port, polled from QEMU's start), for direct kernel boot and UEFI disk
+// boot. Each iteration also boots the floor: the same kernel, initramfs and disk layout
+// with a trivial PID 1 that prints one line (images/internal/testinit), so
+// extra-ready-ms and extra-api-ms are what Kiln's init and machined add (budget: 1.0 s).
+// Run with
+//
+//	go test ./tools/bench/boot -run '^$' -bench Boot -benchtime 3x -count 1 -timeout 30m
+package boot
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/build"
+	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/machined/api/machine"
+	"github.com/kiln-os/kiln/machined/client"
+	"github.com/kiln-os/kiln/tools/provision"
+	"github.com/kiln-os/kiln/tools/qemu"
+	"github.com/kiln-os/kiln/tools/qemu/qemutest"
+)
+
+// floorMarker is what images/internal/testinit prints.
+var floorMarker = regexp.MustCompile(`KILN-IMAGE-BOOT-OK`)
+
+// Hang protection only.
+const wait = 5 * time.Minute
+
+// image is one build: a disk and the kernel outputs beside it.
+type image struct{ raw, kernel, initrd, cmdline string }
+
+var env struct {
+	skip        string
+	kiln, floor image
+}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	if flag.Lookup("test.bench").Value.String() == "" {
+		return m.Run() // no benchmark asked for: nothing to build
+	}
+	root, err := qemutest.RepoRoot()
+	if err != nil {
+		env.skip = err.Error()
+		return m.Run()
+	}
+	b := boards.GenericAMD64()
+	inputsDir := filepath.Join(root, "_out", "cache")
+	if _, err := exec.LookPath(qemu.Binary(qemu.AMD64)); err != nil {
+		env.skip = fmt.Sprintf("needs %s (make setup)", qemu.Binary(qemu.AMD64))
+	} else if _, _, err := qemu.Firmware(qemu.AMD64); err != nil {
+		env.skip = fmt.Sprintf("needs UEFI firmware: %v", err)
+	} else if err := inputs.NewStore(inputsDir, nil).Verify(b); err != nil {
+		env.skip = fmt.Sprintf("needs the pinned inputs (make inputs): %v", err)
+	}
+	if env.skip != "" {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "kiln-bench-boot-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := buildImages(root, dir, inputsDir, b); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// buildImages builds the node image and the floor image, which differs only in PID 1.
+func buildImages(root, dir, inputsDir string, b boards.Board) error {
+	ctx := context.Background()
+	bin := func(name, pkg string) (string, error) {
+		p := filepath.Join(dir, name)
+		return p, build.GoBuild(ctx, root, pkg, b.Arch(), p)
+	}
+	initBin, err := bin("init", "./init")
+	if err != nil {
+		return err
+	}
+	machined, err := bin("machined", "./machined/cmd/machined")
+	if err != nil {
+		return err
+	}
+	testinit, err := bin("testinit", "./images/internal/testinit")
+	if err != nil {
+		return err
+	}
+	for _, x := range []struct {
+		init string
+		dst  *image
+		name string
+	}{{initBin, &env.kiln, "kiln"}, {testinit, &env.floor, "floor"}} {
+		out := filepath.Join(dir, x.name)
+		if _, err := build.Build(ctx, build.Options{
+			Board: b, Formats: []boards.Format{boards.FormatRaw, boards.FormatKernel}, OutputDir: out,
+			InputsDir: inputsDir, Init: x.init, Machined: machined, Version: "bench",
+		}); err != nil {
+			return fmt.Errorf("build the %s image: %w", x.name, err)
+		}
+		base := filepath.Join(out, b.Name())
+		cmdline, err := os.ReadFile(base + "-cmdline.txt")
+		if err != nil {
+			return err
+		}
+		*x.dst = image{raw: base + ".raw", kernel: base + "-vmlinuz", initrd: base + "-initramfs.zst", cmdline: strings.TrimSpace(string(cmdline))}
+	}
+	return nil
+}
+
+func (im image) config(uefi bool) qemu.Config {
+	c := qemu.Config{Arch: qemu.AMD64, Disk: im.raw, Timeout: 2 * wait}
+	if uefi {
+		c.UEFI = true
+	} else {
+		c.Kernel, c.Initrd, c.Append = im.kernel, im.initrd, im.cmdline
+	}
+	return c
+}
+
+// BenchmarkBoot boots the floor and the node alternately, so both see the same host
+// load, and reports per boot: floor-ms (QEMU start → the trivial init's line), ready-ms
+// (→ machined's readiness line), api-ms (→ first Version answered over the forwarded
+// port) and the differences to the floor.
+func BenchmarkBoot(b *testing.B) {
+	for _, method := range []string{"direct", "uefi"} {
+		b.Run(method, func(b *testing.B) {
+			if env.skip != "" {
+				b.Skip(env.skip)
+			}
+			uefi := method == "uefi"
+			var floor, ready, api time.Duration
+			for b.Loop() {
+				floor += bootFloor(b, uefi)
+				r, a := bootNode(b, uefi)
+				ready += r
+				api += a
+			}
+			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
+			b.ReportMetric(ms(floor), "floor-ms")
+			b.ReportMetric(ms(ready), "ready-ms")
+			b.ReportMetric(ms(api), "api-ms")
+			b.ReportMetric(ms(ready-floor), "extra-ready-ms")
+			b.ReportMetric(ms(api-floor), "extra-api-ms")
+		})
+	}
+}
+
+func bootFloor(b *testing.B, uefi bool) time.Duration {
+	b.Helper()
+	vm, err := qemu.Start(context.Background(), env.floor.config(uefi))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	if _, err := vm.Expect(floorMarker, wait); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(vm.Started())
+}
+
+// bootNode boots the node image and returns the times to its readiness line and to its
+// first answered Version call, polled every 50 ms from QEMU's start (QEMU's user
+// networking accepts connections before the guest listens, so only an answer counts).
+func bootNode(b *testing.B, uefi bool) (ready, api time.Duration) {
+	b.Helper()
+	vm, err := qemu.Start(context.Background(), env.kiln.config(uefi))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	answered := make(chan time.Duration, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if callVersion(ctx, vm.Addr()) == nil {
+				answered <- time.Since(vm.Started())
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if _, err := vm.Expect(provision.ReadyPattern, wait); err != nil {
+		b.Fatal(err)
+	}
+	ready = time.Since(vm.Started())
+	select {
+	case api = <-answered:
+	case <-ctx.Done():
+		b.Fatalf("no Version answer from %s: %v", vm.Addr(), ctx.Err())
+	}
+	return ready, api
+}
+
+func callVersion(ctx context.Context, addr string) error {
+	c, err := client.New(ctx, addr, client.WithInsecure(""))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = c.Version(cctx, &machine.VersionRequest{})
+	return err
+}

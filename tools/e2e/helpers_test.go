@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-os/kiln/machined/client"
+	"github.com/kiln-os/kiln/machined/client/clientconfig"
+	"github.com/kiln-os/kiln/tools/provision"
+	"github.com/kiln-os/kiln/tools/qemu"
+)
+
+// Hang protection only (TCG on a busy 2-core host is slow); no test asserts a time.
+const (
+	bootWait = 5 * time.Minute
+	callWait = 3 * time.Minute
+	vmLife   = 25 * time.Minute
+)
+
+// vmOpts says how to boot a node.
+type vmOpts struct {
+	name     string // names the serial log kept on failure: serial-<name>.log
+	uefi     bool   // UEFI disk boot; otherwise direct kernel boot
+	disk     string // default env.raw
+	diskSize int64  // grow the overlay to this size (bytes)
+	args     string // extra kernel arguments (direct boot)
+	dir      string // VM directory (kept until the test ends); default: QEMU's own
+}
+
+// startVM boots a node. When the test fails, its serial log is copied into the test's
+// artifact directory; the VM is killed when the test ends.
+func startVM(t *testing.T, o vmOpts) *qemu.VM {
+	t.Helper()
+	cfg := qemu.Config{
+		Arch:     qemu.AMD64,
+		Disk:     o.disk,
+		DiskSize: o.diskSize,
+		Dir:      o.dir,
+		Timeout:  vmLife,
+	}
+	if cfg.Disk == "" {
+		cfg.Disk = env.raw
+	}
+	if o.uefi {
+		cfg.UEFI = true
+	} else {
+		cfg.Kernel, cfg.Initrd = env.kernel, env.initrd
+		cfg.Append = strings.TrimSpace(env.cmdline + " " + o.args)
+	}
+	vm, err := qemu.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		if t.Failed() {
+			dst := filepath.Join(t.ArtifactDir(), "serial-"+o.name+".log")
+			if err := vm.SaveLog(dst); err != nil {
+				t.Logf("save serial log: %v", err)
+			} else {
+				t.Logf("serial log of %s kept at %s (go test -artifacts keeps it after the run)", o.name, dst)
+			}
+		}
+		vm.Close()
+	})
+	return vm
+}
+
+// ready is machined's readiness line.
+type ready struct {
+	mode, fingerprint, hostname string
+	after                       time.Duration // since QEMU started
+}
+
+// waitReady waits for the next readiness line on the console.
+func waitReady(t *testing.T, vm *qemu.VM) ready {
+	t.Helper()
+	m, err := vm.Expect(provision.ReadyPattern, bootWait)
+	if err != nil {
+		t.Fatalf("no readiness line: %v", err)
+	}
+	re := provision.ReadyPattern
+	get := func(n string) string { return m[re.SubexpIndex(n)] }
+	return ready{mode: get("mode"), fingerprint: get("fingerprint"), hostname: get("hostname"), after: time.Since(vm.Started())}
+}
+
+// machinedBanner is the first line machined prints on the console each time it
+// starts; waiting for it first keeps a later readiness line from being mistaken for
+// one printed before a reboot or restart.
+const machinedBanner = "[kiln] machined "
+
+// runKctl runs the kctl binary with KCTLCONFIG=kctlconfig (and HOME beside it).
+func runKctl(t *testing.T, kctlconfig string, args ...string) (string, error) {
+	t.Helper()
+	return runKctlFor(t, callWait, kctlconfig, args...)
+}
+
+// runKctlFor is runKctl with another hang protection than callWait.
+func runKctlFor(t *testing.T, limit time.Duration, kctlconfig string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, env.kctl, args...)
+	cmd.Env = append(os.Environ(), "KCTLCONFIG="+kctlconfig, "HOME="+filepath.Dir(kctlconfig))
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustKctl(t *testing.T, kctlconfig string, args ...string) string {
+	t.Helper()
+	out, err := runKctl(t, kctlconfig, args...)
+	if err != nil {
+		t.Fatalf("kctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// genConfig runs `kctl gen config` for a cluster with the node's host name set and
+// returns the controlplane config and the client config it wrote.
+func genConfig(t *testing.T, cluster, hostname string) (cp, kctlconfig string) {
+	t.Helper()
+	dir := t.TempDir()
+	kctlconfig = filepath.Join(dir, "kctlconfig")
+	mustKctl(t, kctlconfig, "gen", "config", cluster, "https://"+provision.GuestAddress+":6443", "--output-dir", dir,
+		"--config-patch", fmt.Sprintf(`[{"op": "add", "path": "/machine/hostname", "value": %q}]`, hostname))
+	return filepath.Join(dir, "controlplane.yaml"), kctlconfig
+}
+
+// nodeVersion is one server of `kctl version -o json`.
+type nodeVersion struct {
+	Node        string `json:"node"`
+	Tag         string `json:"tag"`
+	Hostname    string `json:"hostname"`
+	Platform    string `json:"platform"`
+	Maintenance *bool  `json:"maintenance"`
+}
+
+// kctlVersion asks the node at addr for its version with kctl (over mTLS unless flags
+// say otherwise).
+func kctlVersion(t *testing.T, kctlconfig, addr string, flags ...string) (nodeVersion, error) {
+	t.Helper()
+	out, err := runKctl(t, kctlconfig, append(flags, "-n", addr, "version", "-o", "json")...)
+	if err != nil {
+		return nodeVersion{}, fmt.Errorf("kctl version: %w: %s", err, out)
+	}
+	var v struct {
+		Servers []nodeVersion `json:"servers"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Servers) != 1 {
+		return nodeVersion{}, fmt.Errorf("kctl version -o json: %v: %s", err, out)
+	}
+	return v.Servers[0], nil
+}
+
+// waitConfigured polls `kctl version` over mTLS until the node answers out of
+// maintenance mode, and returns that answer.
+func waitConfigured(t *testing.T, kctlconfig, addr string) nodeVersion {
+	t.Helper()
+	deadline := time.Now().Add(callWait)
+	for {
+		v, err := kctlVersion(t, kctlconfig, addr)
+		if err == nil && v.Maintenance != nil && !*v.Maintenance {
+			return v
+		}
+		if err == nil {
+			err = errors.New("still in maintenance mode")
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node at %s does not answer over mTLS out of maintenance mode: %v", addr, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// adminClient dials addr with the credentials of the client config's current context.
+func adminClient(t *testing.T, kctlconfig, addr string) *client.Client {
+	t.Helper()
+	cfg, err := clientconfig.Load(kctlconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, _, err := cfg.Current("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, crt, key, err := cur.PEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(context.Background(), addr, client.WithMTLS(ca, crt, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), callWait)
+	t.Cleanup(cancel)
+	return ctx
+}
