@@ -10,6 +10,19 @@ import (
 	"github.com/kiln-os/kiln/machined/server"
 )
 
+// Processes lists the processes machined can see (the whole node, on a node).
+func (d *Daemon) Processes(context.Context) ([]server.Process, error) {
+	ps, err := platform.Processes("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]server.Process, len(ps))
+	for i, p := range ps {
+		out[i] = server.Process(p)
+	}
+	return out, nil
+}
+
 // Mounts lists the mounted filesystems of machined's mount namespace (the
 // node's, on a node).
 func (d *Daemon) Mounts(context.Context) ([]server.Mount, error) {

@@ -211,6 +211,10 @@ var calls = map[string]func(ctx context.Context, cc *grpc.ClientConn) error{
 		_, err := machine.NewMachineServiceClient(cc).Shutdown(ctx, &machine.ShutdownRequest{})
 		return err
 	},
+	machine.MachineService_Processes_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Processes(ctx, &machine.ProcessesRequest{})
+		return err
+	},
 	machine.MachineService_Mounts_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
 		_, err := machine.NewMachineServiceClient(cc).Mounts(ctx, &machine.MountsRequest{})
 		return err

@@ -115,6 +115,10 @@ func (f *fakeMachine) Shutdown(context.Context) error {
 	return nil
 }
 
+func (f *fakeMachine) Processes(context.Context) ([]Process, error) {
+	return []Process{{PID: 1, Name: "init", State: "S", RSSBytes: 3 << 20}}, nil
+}
+
 func (f *fakeMachine) Mounts(context.Context) ([]Mount, error) {
 	return []Mount{
 		{Source: "/dev/loop0", Target: "/", FSType: "squashfs", Options: "ro,relatime"},

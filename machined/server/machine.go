@@ -41,6 +41,8 @@ type Machine interface {
 
 	// Mounts lists the mounted filesystems.
 	Mounts(ctx context.Context) ([]Mount, error)
+	// Processes lists the processes of machined's PID namespace.
+	Processes(ctx context.Context) ([]Process, error)
 	// Netstat lists the listening TCP and bound UDP sockets.
 	Netstat(ctx context.Context) ([]Socket, error)
 	// NetworkStatus reads the host network, names and time sync.
@@ -57,6 +59,15 @@ type Mount struct {
 	Source, Target, FSType string
 	// Options as in /proc/mounts, e.g. "ro,relatime".
 	Options string
+}
+
+// Process is one process of the node.
+type Process struct {
+	PID, PPID   int
+	Name        string
+	CommandLine string
+	State       string
+	RSSBytes    uint64
 }
 
 // Socket is a listening TCP socket or a bound UDP socket.

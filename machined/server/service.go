@@ -350,6 +350,25 @@ func (v *service) Mounts(ctx context.Context, _ *machine.MountsRequest) (*machin
 	return resp, nil
 }
 
+func (v *service) Processes(ctx context.Context, _ *machine.ProcessesRequest) (*machine.ProcessesResponse, error) {
+	procs, err := v.s.m.Processes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &machine.ProcessesResponse{}
+	for _, p := range procs {
+		resp.Processes = append(resp.Processes, &machine.Process{
+			Pid:         int32(p.PID),
+			Ppid:        int32(p.PPID),
+			Name:        p.Name,
+			CommandLine: p.CommandLine,
+			State:       p.State,
+			RssBytes:    p.RSSBytes,
+		})
+	}
+	return resp, nil
+}
+
 func (v *service) Netstat(ctx context.Context, _ *machine.NetstatRequest) (*machine.NetstatResponse, error) {
 	socks, err := v.s.m.Netstat(ctx)
 	if err != nil {

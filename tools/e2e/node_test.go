@@ -78,6 +78,24 @@ func TestDirectBootViewsAndCrash(t *testing.T) {
 		if api == 0 {
 			t.Errorf("Netstat shows no listener on port 50000: %v", ns.GetSockets())
 		}
+
+		// Nothing runs but init and machined (kernel threads aside: PID 2
+		// and its children). Their memory is reported, not asserted here.
+		ps, err := c.Processes(callCtx(t), &machine.ProcessesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ps.GetProcesses() {
+			switch {
+			case p.GetPid() == 2 || p.GetPpid() == 2:
+			case p.GetPid() == 1:
+				t.Logf("init: %s, RSS %.1f MiB", p.GetCommandLine(), float64(p.GetRssBytes())/(1<<20))
+			case p.GetPpid() == 1 && strings.Contains(p.GetCommandLine(), "machined"):
+				t.Logf("machined: %s, RSS %.1f MiB", p.GetCommandLine(), float64(p.GetRssBytes())/(1<<20))
+			default:
+				t.Errorf("unexpected process on the node: pid %d ppid %d %q (%s)", p.GetPid(), p.GetPpid(), p.GetCommandLine(), p.GetName())
+			}
+		}
 	})
 
 	t.Run("d_machined_crash_restarted_by_init", func(t *testing.T) {

@@ -2987,6 +2987,173 @@ func (x *TimeStatusResponse) GetSlews() uint32 {
 	return 0
 }
 
+type ProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesRequest) Reset() {
+	*x = ProcessesRequest{}
+	mi := &file_machine_machine_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesRequest) ProtoMessage() {}
+
+func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{52}
+}
+
+type Process struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pid   int32                  `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	Ppid  int32                  `protobuf:"varint,2,opt,name=ppid,proto3" json:"ppid,omitempty"`
+	// The command name (comm) and the full command line.
+	Name        string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	CommandLine string `protobuf:"bytes,4,opt,name=command_line,json=commandLine,proto3" json:"command_line,omitempty"`
+	// Single-letter state as in /proc/PID/stat (R, S, D, Z, ...).
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Resident set size.
+	RssBytes      uint64 `protobuf:"varint,6,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Process) Reset() {
+	*x = Process{}
+	mi := &file_machine_machine_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Process) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Process) ProtoMessage() {}
+
+func (x *Process) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Process.ProtoReflect.Descriptor instead.
+func (*Process) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Process) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Process) GetPpid() int32 {
+	if x != nil {
+		return x.Ppid
+	}
+	return 0
+}
+
+func (x *Process) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Process) GetCommandLine() string {
+	if x != nil {
+		return x.CommandLine
+	}
+	return ""
+}
+
+func (x *Process) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Process) GetRssBytes() uint64 {
+	if x != nil {
+		return x.RssBytes
+	}
+	return 0
+}
+
+type ProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*Process             `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessesResponse) Reset() {
+	*x = ProcessesResponse{}
+	mi := &file_machine_machine_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessesResponse) ProtoMessage() {}
+
+func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ProcessesResponse) GetProcesses() []*Process {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
 var File_machine_machine_proto protoreflect.FileDescriptor
 
 const file_machine_machine_proto_rawDesc = "" +
@@ -3186,13 +3353,23 @@ const file_machine_machine_proto_rawDesc = "" +
 	"last_error\x18\t \x01(\tR\tlastError\x12\x14\n" +
 	"\x05steps\x18\n" +
 	" \x01(\rR\x05steps\x12\x14\n" +
-	"\x05slews\x18\v \x01(\rR\x05slews*|\n" +
+	"\x05slews\x18\v \x01(\rR\x05slews\"\x12\n" +
+	"\x10ProcessesRequest\"\x99\x01\n" +
+	"\aProcess\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
+	"\fcommand_line\x18\x04 \x01(\tR\vcommandLine\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1b\n" +
+	"\trss_bytes\x18\x06 \x01(\x04R\brssBytes\"Q\n" +
+	"\x11ProcessesResponse\x12<\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1e.kiln.machine.v1alpha1.ProcessR\tprocesses*|\n" +
 	"\tApplyMode\x12\x13\n" +
 	"\x0fAPPLY_MODE_AUTO\x10\x00\x12\x18\n" +
 	"\x14APPLY_MODE_NO_REBOOT\x10\x01\x12\x15\n" +
 	"\x11APPLY_MODE_REBOOT\x10\x02\x12\x15\n" +
 	"\x11APPLY_MODE_STAGED\x10\x03\x12\x12\n" +
-	"\x0eAPPLY_MODE_TRY\x10\x042\x86\x11\n" +
+	"\x0eAPPLY_MODE_TRY\x10\x042\xe6\x11\n" +
 	"\x0eMachineService\x12y\n" +
 	"\x12ApplyConfiguration\x120.kiln.machine.v1alpha1.ApplyConfigurationRequest\x1a1.kiln.machine.v1alpha1.ApplyConfigurationResponse\x12\x7f\n" +
 	"\x14ConfirmConfiguration\x122.kiln.machine.v1alpha1.ConfirmConfigurationRequest\x1a3.kiln.machine.v1alpha1.ConfirmConfigurationResponse\x12^\n" +
@@ -3208,7 +3385,8 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x06Events\x12$.kiln.machine.v1alpha1.EventsRequest\x1a\x1c.kiln.machine.v1alpha1.Event0\x01\x12U\n" +
 	"\x06Reboot\x12$.kiln.machine.v1alpha1.RebootRequest\x1a%.kiln.machine.v1alpha1.RebootResponse\x12[\n" +
 	"\bShutdown\x12&.kiln.machine.v1alpha1.ShutdownRequest\x1a'.kiln.machine.v1alpha1.ShutdownResponse\x12U\n" +
-	"\x06Mounts\x12$.kiln.machine.v1alpha1.MountsRequest\x1a%.kiln.machine.v1alpha1.MountsResponse\x12X\n" +
+	"\x06Mounts\x12$.kiln.machine.v1alpha1.MountsRequest\x1a%.kiln.machine.v1alpha1.MountsResponse\x12^\n" +
+	"\tProcesses\x12'.kiln.machine.v1alpha1.ProcessesRequest\x1a(.kiln.machine.v1alpha1.ProcessesResponse\x12X\n" +
 	"\aNetstat\x12%.kiln.machine.v1alpha1.NetstatRequest\x1a&.kiln.machine.v1alpha1.NetstatResponse\x12R\n" +
 	"\x05Links\x12#.kiln.machine.v1alpha1.LinksRequest\x1a$.kiln.machine.v1alpha1.LinksResponse\x12^\n" +
 	"\tAddresses\x12'.kiln.machine.v1alpha1.AddressesRequest\x1a(.kiln.machine.v1alpha1.AddressesResponse\x12U\n" +
@@ -3232,7 +3410,7 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                       // 0: kiln.machine.v1alpha1.ApplyMode
 	(*ApplyConfigurationRequest)(nil),    // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest
@@ -3287,84 +3465,90 @@ var file_machine_machine_proto_goTypes = []any{
 	(*HostnameResponse)(nil),             // 50: kiln.machine.v1alpha1.HostnameResponse
 	(*TimeStatusRequest)(nil),            // 51: kiln.machine.v1alpha1.TimeStatusRequest
 	(*TimeStatusResponse)(nil),           // 52: kiln.machine.v1alpha1.TimeStatusResponse
-	nil,                                  // 53: kiln.machine.v1alpha1.Event.AttributesEntry
-	(*durationpb.Duration)(nil),          // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 55: google.protobuf.Timestamp
+	(*ProcessesRequest)(nil),             // 53: kiln.machine.v1alpha1.ProcessesRequest
+	(*Process)(nil),                      // 54: kiln.machine.v1alpha1.Process
+	(*ProcessesResponse)(nil),            // 55: kiln.machine.v1alpha1.ProcessesResponse
+	nil,                                  // 56: kiln.machine.v1alpha1.Event.AttributesEntry
+	(*durationpb.Duration)(nil),          // 57: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 58: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
 	0,  // 0: kiln.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
-	54, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	57, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
 	0,  // 2: kiln.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
 	8,  // 3: kiln.machine.v1alpha1.VersionResponse.version:type_name -> kiln.machine.v1alpha1.VersionInfo
 	11, // 4: kiln.machine.v1alpha1.DisksResponse.disks:type_name -> kiln.machine.v1alpha1.Disk
-	55, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	55, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
+	58, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	58, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
 	15, // 7: kiln.machine.v1alpha1.ServiceInfo.health:type_name -> kiln.machine.v1alpha1.ServiceHealth
-	55, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
+	58, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
 	14, // 9: kiln.machine.v1alpha1.ServiceInfo.events:type_name -> kiln.machine.v1alpha1.ServiceEvent
 	16, // 10: kiln.machine.v1alpha1.ServiceListResponse.services:type_name -> kiln.machine.v1alpha1.ServiceInfo
-	54, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
-	55, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	53, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
+	57, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
+	58, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	56, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
 	31, // 14: kiln.machine.v1alpha1.MountsResponse.mounts:type_name -> kiln.machine.v1alpha1.Mount
 	34, // 15: kiln.machine.v1alpha1.NetstatResponse.sockets:type_name -> kiln.machine.v1alpha1.Socket
 	39, // 16: kiln.machine.v1alpha1.LinksResponse.links:type_name -> kiln.machine.v1alpha1.Link
 	42, // 17: kiln.machine.v1alpha1.AddressesResponse.addresses:type_name -> kiln.machine.v1alpha1.Address
 	45, // 18: kiln.machine.v1alpha1.RoutesResponse.routes:type_name -> kiln.machine.v1alpha1.Route
-	54, // 19: kiln.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
-	54, // 20: kiln.machine.v1alpha1.TimeStatusResponse.delay:type_name -> google.protobuf.Duration
-	55, // 21: kiln.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
-	1,  // 22: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
-	3,  // 23: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
-	5,  // 24: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
-	7,  // 25: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
-	10, // 26: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
-	13, // 27: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
-	18, // 28: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 29: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 30: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	20, // 31: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
-	22, // 32: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
-	24, // 33: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
-	26, // 34: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
-	28, // 35: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
-	30, // 36: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
-	33, // 37: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
-	38, // 38: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
-	41, // 39: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
-	44, // 40: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
-	47, // 41: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
-	49, // 42: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
-	51, // 43: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
-	36, // 44: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
-	2,  // 45: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
-	4,  // 46: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
-	6,  // 47: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
-	9,  // 48: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
-	12, // 49: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
-	17, // 50: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
-	19, // 51: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 52: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 53: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	21, // 54: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
-	23, // 55: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
-	25, // 56: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
-	27, // 57: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
-	29, // 58: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
-	32, // 59: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
-	35, // 60: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
-	40, // 61: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
-	43, // 62: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
-	46, // 63: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
-	48, // 64: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
-	50, // 65: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
-	52, // 66: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
-	37, // 67: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
-	45, // [45:68] is the sub-list for method output_type
-	22, // [22:45] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	57, // 19: kiln.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	57, // 20: kiln.machine.v1alpha1.TimeStatusResponse.delay:type_name -> google.protobuf.Duration
+	58, // 21: kiln.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	54, // 22: kiln.machine.v1alpha1.ProcessesResponse.processes:type_name -> kiln.machine.v1alpha1.Process
+	1,  // 23: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
+	3,  // 24: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
+	5,  // 25: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
+	7,  // 26: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
+	10, // 27: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
+	13, // 28: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
+	18, // 29: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 30: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 31: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	20, // 32: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
+	22, // 33: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
+	24, // 34: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
+	26, // 35: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
+	28, // 36: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
+	30, // 37: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
+	53, // 38: kiln.machine.v1alpha1.MachineService.Processes:input_type -> kiln.machine.v1alpha1.ProcessesRequest
+	33, // 39: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
+	38, // 40: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
+	41, // 41: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
+	44, // 42: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
+	47, // 43: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
+	49, // 44: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
+	51, // 45: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
+	36, // 46: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
+	2,  // 47: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
+	4,  // 48: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
+	6,  // 49: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
+	9,  // 50: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
+	12, // 51: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
+	17, // 52: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
+	19, // 53: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 54: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 55: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	21, // 56: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
+	23, // 57: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
+	25, // 58: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
+	27, // 59: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
+	29, // 60: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
+	32, // 61: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
+	55, // 62: kiln.machine.v1alpha1.MachineService.Processes:output_type -> kiln.machine.v1alpha1.ProcessesResponse
+	35, // 63: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
+	40, // 64: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
+	43, // 65: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
+	46, // 66: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
+	48, // 67: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
+	50, // 68: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
+	52, // 69: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
+	37, // 70: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
+	47, // [47:71] is the sub-list for method output_type
+	23, // [23:47] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -3378,7 +3562,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   53,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

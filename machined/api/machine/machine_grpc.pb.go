@@ -40,6 +40,7 @@ const (
 	MachineService_Reboot_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Reboot"
 	MachineService_Shutdown_FullMethodName             = "/kiln.machine.v1alpha1.MachineService/Shutdown"
 	MachineService_Mounts_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Mounts"
+	MachineService_Processes_FullMethodName            = "/kiln.machine.v1alpha1.MachineService/Processes"
 	MachineService_Netstat_FullMethodName              = "/kiln.machine.v1alpha1.MachineService/Netstat"
 	MachineService_Links_FullMethodName                = "/kiln.machine.v1alpha1.MachineService/Links"
 	MachineService_Addresses_FullMethodName            = "/kiln.machine.v1alpha1.MachineService/Addresses"
@@ -85,6 +86,8 @@ type MachineServiceClient interface {
 	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
 	// Mounts lists the node's mounted filesystems (the node's /proc/mounts).
 	Mounts(ctx context.Context, in *MountsRequest, opts ...grpc.CallOption) (*MountsResponse, error)
+	// Processes lists the node's processes with their memory use.
+	Processes(ctx context.Context, in *ProcessesRequest, opts ...grpc.CallOption) (*ProcessesResponse, error)
 	// Netstat lists the node's listening TCP and UDP sockets.
 	Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error)
 	// Links lists the node's network links as the kernel has them.
@@ -292,6 +295,16 @@ func (c *machineServiceClient) Mounts(ctx context.Context, in *MountsRequest, op
 	return out, nil
 }
 
+func (c *machineServiceClient) Processes(ctx context.Context, in *ProcessesRequest, opts ...grpc.CallOption) (*ProcessesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProcessesResponse)
+	err := c.cc.Invoke(ctx, MachineService_Processes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *machineServiceClient) Netstat(ctx context.Context, in *NetstatRequest, opts ...grpc.CallOption) (*NetstatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NetstatResponse)
@@ -407,6 +420,8 @@ type MachineServiceServer interface {
 	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 	// Mounts lists the node's mounted filesystems (the node's /proc/mounts).
 	Mounts(context.Context, *MountsRequest) (*MountsResponse, error)
+	// Processes lists the node's processes with their memory use.
+	Processes(context.Context, *ProcessesRequest) (*ProcessesResponse, error)
 	// Netstat lists the node's listening TCP and UDP sockets.
 	Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error)
 	// Links lists the node's network links as the kernel has them.
@@ -481,6 +496,9 @@ func (UnimplementedMachineServiceServer) Shutdown(context.Context, *ShutdownRequ
 }
 func (UnimplementedMachineServiceServer) Mounts(context.Context, *MountsRequest) (*MountsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Mounts not implemented")
+}
+func (UnimplementedMachineServiceServer) Processes(context.Context, *ProcessesRequest) (*ProcessesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Processes not implemented")
 }
 func (UnimplementedMachineServiceServer) Netstat(context.Context, *NetstatRequest) (*NetstatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Netstat not implemented")
@@ -776,6 +794,24 @@ func _MachineService_Mounts_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Processes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProcessesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Processes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Processes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Processes(ctx, req.(*ProcessesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MachineService_Netstat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NetstatRequest)
 	if err := dec(in); err != nil {
@@ -974,6 +1010,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Mounts",
 			Handler:    _MachineService_Mounts_Handler,
+		},
+		{
+			MethodName: "Processes",
+			Handler:    _MachineService_Processes_Handler,
 		},
 		{
 			MethodName: "Netstat",

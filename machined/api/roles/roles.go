@@ -66,6 +66,7 @@ var Methods = map[string][]Role{
 	machine.MachineService_Shutdown_FullMethodName:             operators,
 	machine.MachineService_Mounts_FullMethodName:               readers,
 	machine.MachineService_Netstat_FullMethodName:              readers,
+	machine.MachineService_Processes_FullMethodName:            readers,
 	machine.MachineService_Links_FullMethodName:                readers,
 	machine.MachineService_Addresses_FullMethodName:            readers,
 	machine.MachineService_Routes_FullMethodName:               readers,

@@ -111,6 +111,11 @@ func TestNodeCalls(t *testing.T) {
 			wantOut: "NODE" + strings.Repeat(" ", len(node)-1) + "DISK   SIZE     MODEL   SERIAL   TYPE   READ-ONLY   SYSTEM\n" + node + "   vda    10 GiB   QEMU    -        SSD    no          yes\n",
 		},
 		{
+			name:    "processes",
+			args:    []string{"get", "processes"},
+			wantOut: "NODE" + strings.Repeat(" ", len(node)-1) + "PID   PPID   STATE   RSS     NAME             COMMAND\n" + node + "   1     0      S       3 MiB   kiln-init:supe   kiln-init:supervise\n",
+		},
+		{
 			name:    "apply",
 			args:    []string{"apply-config", "-f", cfg, "--mode", "no-reboot"},
 			wantOut: "Applied the configuration without a reboot.\n",

@@ -22,7 +22,8 @@ func newGetCommand(g *globals) *cobra.Command {
 	}
 	c.AddCommand(newGetConfigCommand(g), newGetDisksCommand(g),
 		newGetLinksCommand(g), newGetAddressesCommand(g), newGetRoutesCommand(g),
-		newGetResolversCommand(g), newGetHostnameCommand(g), newGetTimeStatusCommand(g))
+		newGetResolversCommand(g), newGetHostnameCommand(g), newGetTimeStatusCommand(g),
+		newGetProcessesCommand(g), newGetMountsCommand(g), newGetNetstatCommand(g))
 	return c
 }
 

@@ -92,6 +92,12 @@ func (f *fakeNode) Disks(context.Context, *machine.DisksRequest) (*machine.Disks
 	return &machine.DisksResponse{Disks: []*machine.Disk{{Name: "vda", SizeBytes: 10 << 30, Model: "QEMU", SystemDisk: true}}}, nil
 }
 
+func (f *fakeNode) Processes(context.Context, *machine.ProcessesRequest) (*machine.ProcessesResponse, error) {
+	return &machine.ProcessesResponse{Processes: []*machine.Process{
+		{Pid: 1, Name: "kiln-init:supe", State: "S", RssBytes: 3 << 20, CommandLine: "kiln-init:supervise"},
+	}}, nil
+}
+
 func (f *fakeNode) Logs(req *machine.LogsRequest, s grpc.ServerStreamingServer[machine.LogChunk]) error {
 	if req.GetId() != "kubelet" {
 		return status.Errorf(codes.NotFound, "no service %q", req.GetId())

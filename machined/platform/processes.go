@@ -1,0 +1,79 @@
+package platform
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Process is one entry of /proc.
+type Process struct {
+	PID, PPID   int
+	Name        string // comm
+	CommandLine string // argv joined by spaces
+	State       string // R, S, D, Z, ...
+	RSSBytes    uint64
+}
+
+// Processes lists the processes under proc (normally /proc), sorted by PID.
+// A process that exits while it is read is left out.
+func Processes(proc string) ([]Process, error) {
+	entries, err := os.ReadDir(proc)
+	if err != nil {
+		return nil, fmt.Errorf("processes: %w", err)
+	}
+	page := uint64(os.Getpagesize())
+	var out []Process
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(proc, e.Name())
+		stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+		if err != nil {
+			continue // gone
+		}
+		p, err := ParseStat(stat)
+		if err != nil {
+			return nil, fmt.Errorf("processes: %s/stat: %w", dir, err)
+		}
+		p.PID = pid
+		if statm, err := os.ReadFile(filepath.Join(dir, "statm")); err == nil {
+			if f := strings.Fields(string(statm)); len(f) > 1 {
+				pages, _ := strconv.ParseUint(f[1], 10, 64)
+				p.RSSBytes = pages * page
+			}
+		}
+		if cmd, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+			p.CommandLine = strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out, nil
+}
+
+// ParseStat reads the name, state and parent of a /proc/PID/stat line. The
+// name sits in parentheses and may itself hold spaces and parentheses, so
+// it runs to the last ')'.
+func ParseStat(stat []byte) (Process, error) {
+	s := string(stat)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return Process{}, fmt.Errorf("no (comm) in %q", s)
+	}
+	rest := strings.Fields(s[end+1:])
+	if len(rest) < 2 {
+		return Process{}, fmt.Errorf("short stat line %q", s)
+	}
+	ppid, err := strconv.Atoi(rest[1])
+	if err != nil {
+		return Process{}, fmt.Errorf("bad ppid in %q", s)
+	}
+	return Process{Name: s[open+1 : end], State: rest[0], PPID: ppid}, nil
+}
