@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 OUT ?= _out
 BOARD ?= generic-amd64
+ARCH ?= $(shell $(GO) env GOARCH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/kiln-os/kiln/machined/version.Tag=$(VERSION) -X github.com/kiln-os/kiln/machined/version.SHA=$(SHA)
@@ -71,6 +72,20 @@ image: ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,is
 	$(GOBUILD) -o $(OUT)/machined-$(BOARD) ./machined/cmd/machined
 	$(GO) run ./tools/kctl image build --board $(BOARD) --format $(or $(FORMAT),raw) \
 	  --inputs $(OUT)/cache --machined $(OUT)/machined-$(BOARD) --output $(OUT)/images/$(BOARD)
+
+.PHONY: components
+components: ## Build kube (k8s+etcd), containerd, runc, CNI, pause/CoreDNS images from pinned sources (cached by pins).
+	controlplane/build.sh -a $(ARCH)
+
+.PHONY: test-components
+test-components: components ## Host tests of the built components: a control plane on 127.0.0.1, containerd+runc (root).
+	cd controlplane/hosttest && $(GO) vet . && $(GO) test -count=1 -v .
+
+.PHONY: verify-modules
+verify-modules: ## go mod verify in the root module and every nested one.
+	$(GO) mod verify
+	for m in controlplane/kube controlplane/runtime/containerd controlplane/runtime/runc controlplane/runtime/cni controlplane/images/coredns controlplane/hosttest; do \
+	  (cd $$m && $(GO) mod verify) || exit 1; done
 
 .PHONY: fuzz
 fuzz: ## Fuzz the config decoder for 60s.

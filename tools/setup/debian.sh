@@ -50,6 +50,7 @@ apt-get update -qq
 packages=(
 	git make ca-certificates
 	clang-19 llvm-19 linux-libc-dev
+	gcc libc6-dev libseccomp-dev
 	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
 	ovmf qemu-efi-aarch64
 	${PACKAGES_EXTRA:-}
