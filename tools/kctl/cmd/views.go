@@ -120,5 +120,7 @@ func newGetNetstatCommand(g *globals) *cobra.Command {
 			return out
 		},
 		[]string{"NODE", "PROTO", "ADDRESS", "PORT", "STATE"},
-		func(s socketRow) []string { return []string{s.Node, s.Protocol, s.Address, fmt.Sprint(s.Port), s.State} })
+		func(s socketRow) []string {
+			return []string{s.Node, s.Protocol, s.Address, fmt.Sprint(s.Port), s.State}
+		})
 }
