@@ -1,8 +1,9 @@
 // Command init is Kiln's PID 1. It runs from the initramfs: mounts the kernel
-// filesystems, loads the early kernel modules, mounts the root squashfs read-only
-// through a loop device, switches into it, coldplugs the remaining drivers, and then
-// supervises machined (restart with backoff, orphan reaping) until machined or the
-// kernel asks for a reboot or power-off, which it carries out in order.
+// filesystems, loads the modules the root mount needs (loop, squashfs), mounts the root
+// squashfs read-only through a loop device, loads in parallel the filesystems every
+// boot needs and, by coldplug, the drivers of the devices present, switches into the
+// root, and then supervises machined (restart with backoff, orphan reaping) until
+// machined or the kernel asks for a reboot or power-off, which it carries out in order.
 //
 // Nothing else runs: there is no shell. Settings come from the kernel command line
 // (see internal/cmdline); logs go to /dev/kmsg.
@@ -14,9 +15,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,6 +61,12 @@ func run(_ []string) error {
 	if os.Args[0] == superviseArg0 {
 		return superviseMachined()
 	}
+	// The boot phase inserts modules from several goroutines and scans sysfs meanwhile:
+	// with one P, a goroutine back from a long finit_module waits for the P behind the
+	// others. Its heap is dropped by the re-exec, so the small limits of the
+	// supervising phase do not apply here.
+	runtime.GOMAXPROCS(runtime.NumCPU())
+	debug.SetMemoryLimit(64 << 20)
 	// Signals first: a Ctrl-Alt-Del or a SIGTERM during boot waits in the channel.
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, supervise.Signals...)
@@ -84,15 +93,25 @@ func run(_ []string) error {
 		log.Warn("disable hard Ctrl-Alt-Del", "err", err)
 	}
 
+	// First only what mounting the root needs (loop and squashfs, unless built in).
+	// Then, with the root mounted at newRoot but not yet switched to, everything else
+	// at once: the filesystems every boot needs and, by coldplug, the drivers of the
+	// devices present, early modules from the initramfs and late ones from the new
+	// root, and machined read ahead into the page cache.
 	start := time.Now()
+	// The first coldplug scan needs only /sys: it runs beside the root mount.
+	prescan := make(chan []string, 1)
+	var set *modules.Set
 	if params.Modules {
-		if set, err := moduleSet("/", release, log); err != nil {
-			log.Warn("early modules: no manifest; relying on built-in drivers", "err", err)
-		} else {
-			if err := set.LoadStage(modules.Early); err != nil {
-				log.Error("early modules", "err", err)
-			}
-			log.Debug("early modules loaded", "took", time.Since(start).Round(time.Millisecond))
+		go func() {
+			as, _ := modules.BusModaliases("/sys/bus")
+			prescan <- as
+		}()
+		var err error
+		if set, err = moduleSet("/", release, log); err != nil {
+			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
+		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
+			log.Error("modules for the root filesystem", "err", err)
 		}
 	}
 
@@ -101,6 +120,50 @@ func run(_ []string) error {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev)
+
+	var wg sync.WaitGroup
+	if set != nil {
+		// The initramfs holds the early modules, the root every module.
+		set.StageRoots = map[string]string{modules.Late: newRoot}
+		first := <-prescan
+		// Drivers first: the slowest chains (scsi_mod, libata, ahci and its port
+		// probe) start before the filesystems take the semaphore.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			scan := func() ([]string, error) {
+				if first != nil {
+					as := first
+					first = nil
+					return as, nil
+				}
+				return modules.BusModaliases("/sys/bus")
+			}
+			loaded, err := set.Coldplug(scan, 4)
+			if err != nil {
+				log.Error("coldplug", "err", err)
+			}
+			log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := set.LoadModules(set.Manifest.Unconditional(modules.Early)); err != nil {
+				log.Error("filesystem modules", "err", err)
+			}
+		}()
+	}
+	// machined's pages come from the compressed squashfs: reading it now, beside the
+	// module loads, takes the decompression off the path from exec to machined's start.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		readAhead(filepath.Join(newRoot, params.Machined))
+	}()
+	// The switch deletes the initramfs' files: the loads from it end first.
+	wg.Wait()
+	log.Info("modules loaded", "took", time.Since(start).Round(time.Millisecond))
+
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
 	}
@@ -109,18 +172,6 @@ func run(_ []string) error {
 	}
 	if err := boot.MountAll("/", []boot.Mount{{Source: "tmpfs", Target: "/var", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=0755"}}); err != nil {
 		log.Error("tmpfs /var", "err", err)
-	}
-
-	if params.Modules {
-		if set, err := moduleSet("/", release, log); err != nil {
-			log.Warn("coldplug: no manifest in the root", "err", err)
-		} else {
-			loaded, err := set.Coldplug("/sys/devices", 4)
-			if err != nil {
-				log.Error("coldplug", "err", err)
-			}
-			log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
-		}
 	}
 
 	// Signals that arrive during the exec are lost (PID 1 without handlers ignores them);
@@ -180,7 +231,35 @@ func moduleSet(root, release string, log *slog.Logger) (*modules.Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &modules.Set{Manifest: m, Root: root, Loader: modules.Finit{}, Log: log}, nil
+	return &modules.Set{Manifest: m, Root: root, Loader: modules.Finit{}, Log: log, Parallel: moduleParallel}, nil
+}
+
+// moduleParallel is how many modules init inserts at once: enough to keep both vCPUs
+// of a small VM busy while one module's init waits.
+const moduleParallel = 4
+
+// rootNeeds are the module requests mounting the root squashfs through a loop device
+// makes (what the kernel would ask modprobe for).
+func rootNeeds() []string {
+	var need []string
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		need = append(need, "devname:loop-control")
+	}
+	if fs, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(fs), "\tsquashfs\n") {
+		need = append(need, "fs-squashfs")
+	}
+	return need
+}
+
+// readAhead reads a file once so its pages are in the page cache; errors do not matter
+// (the exec reports them).
+func readAhead(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(io.Discard, f)
 }
 
 func readFile(p string) string {

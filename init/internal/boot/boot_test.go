@@ -63,8 +63,8 @@ func TestSysctls(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "kernel", "panic"))
-	if err != nil || string(b) != "10" {
-		t.Errorf("kernel/panic = %q, %v; want 10", b, err)
+	if err != nil || string(b) != "10\n" {
+		t.Errorf("kernel/panic = %q, %v; want \"10\\n\" (printk_devkmsg needs the newline)", b, err)
 	}
 	err = ApplySysctls(dir, []Sysctl{{"net.nope.x", "1"}})
 	if err == nil || !strings.Contains(err.Error(), "net.nope.x=1") {

@@ -29,11 +29,13 @@ func SysctlPath(procSys, key string) string {
 }
 
 // ApplySysctls writes the settings; a key the kernel lacks is reported, the rest are
-// still written.
+// still written. Each value ends with a newline, as sysctl(8) and `echo` write them:
+// kernel.printk_devkmsg refuses a value without one ("on" is EINVAL, "on\n" works; the
+// kernel checks that exactly one byte follows the keyword), the numeric keys accept both.
 func ApplySysctls(procSys string, s []Sysctl) error {
 	var errs []string
 	for _, kv := range s {
-		if err := os.WriteFile(SysctlPath(procSys, kv.Key), []byte(kv.Value), 0o644); err != nil {
+		if err := os.WriteFile(SysctlPath(procSys, kv.Key), []byte(kv.Value+"\n"), 0o644); err != nil {
 			errs = append(errs, fmt.Sprintf("%s=%s: %v", kv.Key, kv.Value, err))
 		}
 	}

@@ -1,16 +1,19 @@
 package modules
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-// Finit loads modules with finit_module(2); for .ko.xz/.ko.zst/.ko.gz it passes
-// MODULE_INIT_COMPRESSED_FILE so the kernel decompresses (no decompressor in init).
+// Finit loads modules with finit_module(2). A compressed file (xz, zstd or gzip, told
+// by its first bytes, whatever its name) is passed with MODULE_INIT_COMPRESSED_FILE so
+// the kernel decompresses it (no decompressor in init); an uncompressed .ko is loaded
+// as it is, which saves the kernel's decompression.
 type Finit struct{}
 
 // Load implements Loader. EEXIST (already loaded) is success.
@@ -20,12 +23,32 @@ func (Finit) Load(path string) error {
 		return err
 	}
 	defer f.Close()
+	var head [6]byte
+	n, err := io.ReadFull(f, head[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
 	flags := 0
-	if strings.HasSuffix(path, ".xz") || strings.HasSuffix(path, ".zst") || strings.HasSuffix(path, ".gz") {
+	if Compressed(head[:n]) {
 		flags |= unix.MODULE_INIT_COMPRESSED_FILE
 	}
 	if err := unix.FinitModule(int(f.Fd()), "", flags); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("finit_module %s: %w", path, err)
 	}
 	return nil
+}
+
+// Compressed reports whether a module file starting with head is compressed in a
+// format the kernel's module decompressor knows (xz, zstd, gzip).
+func Compressed(head []byte) bool {
+	for _, magic := range [][]byte{
+		{0xfd, '7', 'z', 'X', 'Z', 0x00}, // xz
+		{0x28, 0xb5, 0x2f, 0xfd},         // zstd
+		{0x1f, 0x8b},                     // gzip
+	} {
+		if bytes.HasPrefix(head, magic) {
+			return true
+		}
+	}
+	return false
 }

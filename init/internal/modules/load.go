@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // Loader inserts one module file into the kernel. Loading a module that is already
@@ -17,18 +18,43 @@ type Loader interface {
 }
 
 // Set loads modules from one manifest and remembers what it loaded, so dependencies
-// shared by several devices are inserted once.
+// shared by several devices are inserted once. Its methods may be called from several
+// goroutines.
 type Set struct {
 	Manifest *Manifest
 	Root     string // the manifest's paths are relative to it ("/" on a node)
-	Loader   Loader
-	Log      *slog.Logger
+	// StageRoots overrides Root for the modules of a stage: init loads late modules
+	// from the new root while it is still mounted at /newroot, beside the early ones
+	// from the initramfs.
+	StageRoots map[string]string
+	Loader     Loader
+	Log        *slog.Logger
+	// Parallel is how many modules are inserted at once, over all calls (1 when
+	// zero: one at a time, in order). A module is started only when its dependencies
+	// are in: independent ones overlap their decompression, relocation and init, and a
+	// driver whose init waits for its hardware (ahci probing its ports) does not hold
+	// up the others.
+	Parallel int
 
+	mu     sync.Mutex
+	sem    chan struct{}
 	loaded map[string]bool
+	// pending holds the modules being inserted; done closes when the outcome (loaded
+	// or failed) is known.
+	pending map[string]*inflight
+}
+
+type inflight struct {
+	done chan struct{}
+	err  error
 }
 
 // Loaded reports whether the set has loaded the named module.
-func (s *Set) Loaded(name string) bool { return s.loaded[name] }
+func (s *Set) Loaded(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loaded[name]
+}
 
 // Load loads the named modules with their dependencies first. It goes on after a
 // failure (one broken driver must not stop the boot) and returns all errors joined.
@@ -40,64 +66,155 @@ func (s *Set) Load(names ...string) error {
 	return s.load(mods)
 }
 
-// LoadStage loads every module of a stage, in manifest order.
+// LoadStage loads every module of a stage, dependencies first.
 func (s *Set) LoadStage(stage string) error {
 	return s.load(s.Manifest.Stage(stage))
 }
 
+// LoadModules loads the given manifest modules (which must include their
+// dependencies, as Manifest.WithDeps and Manifest.Unconditional return them).
+func (s *Set) LoadModules(mods []Module) error { return s.load(mods) }
+
+// LoadProviders loads the modules that provide each name (a request like
+// "fs-squashfs" or "devname:loop-control"), with their dependencies. A name nothing in
+// the manifest provides is not an error: the kernel may have it built in.
+func (s *Set) LoadProviders(names ...string) error {
+	var want []string
+	for _, n := range names {
+		want = append(want, s.Manifest.Providers(n)...)
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	return s.Load(want...)
+}
+
+// root returns the directory the paths of a stage's modules are relative to. It
+// reads StageRoots without the lock: callers set it before loading.
+func (s *Set) root(stage string) string {
+	if r, ok := s.StageRoots[stage]; ok {
+		return r
+	}
+	return s.Root
+}
+
+// load inserts mods, each after those of its dependencies that are in the manifest.
+// mods is in load order, so every dependency listed in it comes before its user. A
+// module another call is inserting is waited for, not inserted twice. A failed module
+// is forgotten when its attempt ends, so a later call may try it again.
 func (s *Set) load(mods []Module) error {
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var errs []error
+	// mine are the attempts this call waits for by module name (its own and those of
+	// other calls), theirs those of other calls.
+	mine := map[string]*inflight{}
+	var theirs []*inflight
+	s.mu.Lock()
 	if s.loaded == nil {
 		s.loaded = map[string]bool{}
+		s.pending = map[string]*inflight{}
+		s.sem = make(chan struct{}, max(s.Parallel, 1))
 	}
-	var errs []error
-	failed := map[string]bool{}
+	sem := s.sem
 	for _, mod := range mods {
 		if s.loaded[mod.Name] {
 			continue
 		}
-		if dep := firstFailed(mod.Depends, failed); dep != "" {
-			failed[mod.Name] = true
-			errs = append(errs, fmt.Errorf("module %s: not loaded because %s failed", mod.Name, dep))
+		if f := s.pending[mod.Name]; f != nil {
+			mine[mod.Name] = f
+			theirs = append(theirs, f)
 			continue
 		}
-		if err := s.Loader.Load(filepath.Join(s.Root, mod.Path)); err != nil {
-			failed[mod.Name] = true
-			errs = append(errs, fmt.Errorf("module %s: %w", mod.Name, err))
+		type dep struct {
+			name string
+			f    *inflight
+		}
+		var deps []dep
+		for _, d := range mod.Depends {
+			if f := mine[d]; f != nil {
+				deps = append(deps, dep{d, f})
+			}
+		}
+		f := &inflight{done: make(chan struct{})}
+		s.pending[mod.Name] = f
+		mine[mod.Name] = f
+
+		insert := func() {
+			defer close(f.done)
+			for _, d := range deps {
+				<-d.f.done
+				if d.f.err != nil {
+					f.err = fmt.Errorf("module %s: not loaded because %s failed", mod.Name, d.name)
+					break
+				}
+			}
+			if f.err == nil {
+				sem <- struct{}{}
+				if err := s.Loader.Load(filepath.Join(s.root(mod.Stage), mod.Path)); err != nil {
+					f.err = fmt.Errorf("module %s: %w", mod.Name, err)
+				}
+				<-sem
+			}
+			s.mu.Lock()
+			delete(s.pending, mod.Name)
+			if f.err == nil {
+				s.loaded[mod.Name] = true
+			}
+			s.mu.Unlock()
+			if f.err != nil {
+				errMu.Lock()
+				errs = append(errs, f.err)
+				errMu.Unlock()
+			} else if s.Log != nil {
+				s.Log.Debug("module loaded", "module", mod.Name)
+			}
+		}
+		if s.Parallel <= 1 {
+			// One at a time, in order; the lock is not held while loading.
+			s.mu.Unlock()
+			insert()
+			s.mu.Lock()
 			continue
 		}
-		s.loaded[mod.Name] = true
-		if s.Log != nil {
-			s.Log.Debug("module loaded", "module", mod.Name)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			insert()
+		}()
+	}
+	s.mu.Unlock()
+	wg.Wait()
+	for _, f := range theirs {
+		<-f.done // its error is reported by the call that made the attempt
 	}
 	return errors.Join(errs...)
 }
 
-func firstFailed(deps []string, failed map[string]bool) string {
-	for _, d := range deps {
-		if failed[d] {
-			return d
-		}
-	}
-	return ""
-}
-
-// Coldplug loads the modules whose aliases match the modaliases of the devices under
-// sysDevices (normally /sys/devices), and repeats while loading added modules (a bus
-// driver creates new devices), at most rounds times. It returns the modules it loaded.
-func (s *Set) Coldplug(sysDevices string, rounds int) ([]string, error) {
+// Coldplug loads the modules whose aliases match the modaliases that scan returns
+// (BusModaliases on a node), all matches of a scan at once. Loading may add
+// devices (a bus driver finds what sits behind it: virtio_scsi its disks), so it walks
+// again after a walk that loaded something, at most rounds times, matching only
+// modaliases not seen before. It returns the modules it loaded, in the order their devices
+// were found.
+func (s *Set) Coldplug(scan func() ([]string, error), rounds int) ([]string, error) {
 	var loaded []string
 	var errs []error
 	tried := map[string]bool{}
+	seen := map[string]bool{}
 	for range rounds {
-		aliases, err := Modaliases(sysDevices)
+		aliases, err := scan()
 		if err != nil {
 			return loaded, err
 		}
 		var want []string
 		for _, a := range aliases {
+			if seen[a] {
+				continue
+			}
+			seen[a] = true
 			for _, name := range s.Manifest.Match(a) {
-				if !tried[name] && !s.loaded[name] {
+				if !tried[name] && !s.Loaded(name) {
 					tried[name] = true
 					want = append(want, name)
 				}
@@ -110,12 +227,45 @@ func (s *Set) Coldplug(sysDevices string, rounds int) ([]string, error) {
 			errs = append(errs, err)
 		}
 		for _, n := range want {
-			if s.loaded[n] {
+			if s.Loaded(n) {
 				loaded = append(loaded, n)
 			}
 		}
 	}
 	return loaded, errors.Join(errs...)
+}
+
+// BusModaliases returns the distinct modalias strings of the devices on every bus below
+// sysBus (normally /sys/bus): sysBus/*/devices/*/modalias. The kernel puts every device a
+// driver can bind on a bus, so this finds what a walk of /sys/devices finds at a small
+// part of its cost (a walk reads thousands of directories; this a few dozen). Class
+// devices (input, which no Kiln module serves) are not included.
+func BusModaliases(sysBus string) ([]string, error) {
+	buses, err := os.ReadDir(sysBus)
+	if err != nil {
+		return nil, fmt.Errorf("read modaliases: %w", err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, b := range buses {
+		dir := filepath.Join(sysBus, b.Name(), "devices")
+		devs, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, d := range devs {
+			raw, err := os.ReadFile(filepath.Join(dir, d.Name(), "modalias"))
+			if err != nil {
+				continue // no modalias, or the device went away
+			}
+			a := strings.TrimSpace(string(raw))
+			if a != "" && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
 }
 
 // Modaliases returns the distinct modalias strings of every device below dir (files

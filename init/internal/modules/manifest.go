@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Stages, as images/kmod writes them.
@@ -30,6 +31,15 @@ type Manifest struct {
 	Builtin []string `json:"builtin,omitempty"`
 
 	index map[string]int
+	// byBus indexes alias patterns by their literal bus prefix ("pci", "virtio"); the
+	// patterns under "" can match any modalias. Built by check.
+	byBus map[string][]aliasRef
+}
+
+// aliasRef is one alias pattern of the module at index mod.
+type aliasRef struct {
+	pattern string
+	mod     int
 }
 
 // ManifestPath is where the manifest of a kernel release sits below a root.
@@ -69,6 +79,16 @@ func (m *Manifest) check() error {
 			return fmt.Errorf("module manifest: %s listed twice", mod.Name)
 		}
 		m.index[mod.Name] = i
+	}
+	m.byBus = map[string][]aliasRef{}
+	for i, mod := range m.Modules {
+		for _, a := range mod.Aliases {
+			bus := ""
+			if p, _, ok := strings.Cut(a, ":"); ok && !strings.ContainsAny(p, "*?[\\") {
+				bus = p
+			}
+			m.byBus[bus] = append(m.byBus[bus], aliasRef{a, i})
+		}
 	}
 	// A dependency must come before its user. One that is not listed at all is built
 	// into the kernel (images/kmod records only requested built-ins).
@@ -137,15 +157,29 @@ func (m *Manifest) WithDeps(names ...string) ([]Module, error) {
 }
 
 // Match returns the names of the modules with an alias pattern matching modalias, in
-// manifest order.
+// manifest order. Only the patterns of the modalias's bus are tried (a pattern whose
+// literal prefix is "pci:" cannot match "virtio:…"), which keeps a coldplug of hundreds
+// of devices against thousands of patterns cheap under emulation.
 func (m *Manifest) Match(modalias string) []string {
-	var out []string
-	for _, mod := range m.Modules {
-		for _, a := range mod.Aliases {
-			if Glob(a, modalias) {
-				out = append(out, mod.Name)
-				break
+	bus := ""
+	if p, _, ok := strings.Cut(modalias, ":"); ok {
+		bus = p
+	}
+	hit := map[int]bool{}
+	for _, refs := range [][]aliasRef{m.byBus[bus], m.byBus[""]} {
+		for _, r := range refs {
+			if !hit[r.mod] && Glob(r.pattern, modalias) {
+				hit[r.mod] = true
 			}
+		}
+	}
+	if len(hit) == 0 {
+		return nil
+	}
+	var out []string
+	for i, mod := range m.Modules {
+		if hit[i] {
+			out = append(out, mod.Name)
 		}
 	}
 	return out

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -204,7 +206,7 @@ func TestColdplug(t *testing.T) {
 		},
 	}}
 	s := &Set{Manifest: m, Root: "/", Loader: fl}
-	got, err := s.Coldplug(sys, 5)
+	got, err := s.Coldplug(func() ([]string, error) { return Modaliases(sys) }, 5)
 	if err != nil {
 		t.Fatalf("Coldplug: %v", err)
 	}
@@ -268,5 +270,287 @@ func TestKmodCompat(t *testing.T) {
 	}
 	if got := m.Match("block-major-7-0"); !cmp.Equal(got, []string{"loop"}) || m.Stage(Late)[0].Name != "loop" {
 		t.Errorf("Match(block-major-7-0) = %q, late = %+v", got, m.Stage(Late))
+	}
+}
+
+// planManifest is shaped like generic-amd64's: storage drivers with their helpers,
+// filesystems, a device-mapper target without aliases.
+const planManifest = `{
+  "kernel": "r",
+  "modules": [
+    {"name": "virtio_blk", "path": "m/virtio_blk.ko.xz", "stage": "early", "aliases": ["virtio:d00000002v*"]},
+    {"name": "scsi_common", "path": "m/scsi_common.ko.xz", "stage": "early"},
+    {"name": "scsi_mod", "path": "m/scsi_mod.ko.xz", "stage": "early", "depends": ["scsi_common"]},
+    {"name": "libata", "path": "m/libata.ko.xz", "stage": "early", "depends": ["scsi_mod", "scsi_common"]},
+    {"name": "ahci", "path": "m/ahci.ko.xz", "stage": "early", "depends": ["libata"], "aliases": ["pci:v*d*sv*sd*bc01sc06i01*"]},
+    {"name": "sd_mod", "path": "m/sd_mod.ko.xz", "stage": "early", "depends": ["scsi_mod"], "aliases": ["scsi:t-0x00*"]},
+    {"name": "loop", "path": "m/loop.ko.xz", "stage": "early", "aliases": ["block-major-7-*", "devname:loop-control"]},
+    {"name": "squashfs", "path": "m/squashfs.ko.xz", "stage": "early", "aliases": ["fs-squashfs"]},
+    {"name": "fat", "path": "m/fat.ko.xz", "stage": "early"},
+    {"name": "vfat", "path": "m/vfat.ko.xz", "stage": "early", "depends": ["fat"], "aliases": ["fs-vfat"]},
+    {"name": "nls_cp437", "path": "m/nls_cp437.ko.xz", "stage": "early"},
+    {"name": "crc32c_generic", "path": "m/crc32c_generic.ko.xz", "stage": "early", "aliases": ["crypto-crc32c", "crc32c"]},
+    {"name": "acpi_thing", "path": "m/acpi_thing.ko.xz", "stage": "early", "aliases": ["acpi*:PNP0C0A:*"]},
+    {"name": "bridge", "path": "m/bridge.ko.xz", "stage": "late", "aliases": ["rtnl-link-bridge"]}
+  ]
+}`
+
+func names(mods []Module) []string {
+	var out []string
+	for _, m := range mods {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+func TestUnconditionalAndProviders(t *testing.T) {
+	m, err := Parse([]byte(planManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drivers and the helpers only drivers use wait for a device; filesystems, loop and
+	// crc32c load anyway; late modules are never unconditional.
+	want := []string{"loop", "squashfs", "fat", "vfat", "nls_cp437", "crc32c_generic"}
+	if diff := cmp.Diff(want, names(m.Unconditional(Early))); diff != "" {
+		t.Errorf("Unconditional(early) (-want +got):\n%s", diff)
+	}
+	if got := m.Unconditional(Late); len(got) != 1 || got[0].Name != "bridge" {
+		t.Errorf("Unconditional(late) = %q, want [bridge] (no device alias, nothing depends on it)", names(got))
+	}
+	for _, tt := range []struct {
+		mod  string
+		want bool
+	}{
+		{"virtio_blk", true}, {"ahci", true}, {"sd_mod", true}, {"acpi_thing", true},
+		{"loop", false}, {"vfat", false}, {"crc32c_generic", false}, {"scsi_mod", false}, {"bridge", false},
+	} {
+		i := m.index[tt.mod]
+		if got := DeviceBound(m.Modules[i]); got != tt.want {
+			t.Errorf("DeviceBound(%s) = %v, want %v", tt.mod, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		want []string
+	}{
+		{"fs-squashfs", []string{"squashfs"}},
+		{"devname:loop-control", []string{"loop"}},
+		{"block-major-7-0", []string{"loop"}},
+		{"fs-btrfs", nil},
+	} {
+		if got := m.Providers(tt.name); !cmp.Equal(got, tt.want, cmpopts.EquateEmpty()) {
+			t.Errorf("Providers(%q) = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	// The bus index must not hide patterns whose bus part is itself a pattern.
+	for alias, want := range map[string][]string{
+		"acpi:PNP0C0A:": {"acpi_thing"},
+		"pci:v00008086d00002922sv1sd2bc01sc06i01": {"ahci"},
+		"virtio:d00000002v00001AF4":               {"virtio_blk"},
+		"scsi:t-0x00":                             {"sd_mod"},
+		"platform:serial8250":                     nil,
+	} {
+		if got := m.Match(alias); !cmp.Equal(got, want, cmpopts.EquateEmpty()) {
+			t.Errorf("Match(%q) = %q, want %q", alias, got, want)
+		}
+	}
+}
+
+func TestLoadProviders(t *testing.T) {
+	m, err := Parse([]byte(planManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &fakeLoader{}
+	s := &Set{Manifest: m, Root: "/", Loader: fl}
+	if err := s.LoadProviders("devname:loop-control", "fs-squashfs", "fs-btrfs"); err != nil {
+		t.Fatalf("LoadProviders: %v", err)
+	}
+	if diff := cmp.Diff([]string{"loop", "squashfs"}, fl.loads); diff != "" {
+		t.Errorf("loads (-want +got):\n%s", diff)
+	}
+}
+
+// orderLoader checks, at each insert, that the module's dependencies are in already,
+// and counts how many inserts overlap.
+type orderLoader struct {
+	t    *testing.T
+	m    *Manifest
+	mu   sync.Mutex
+	in   map[string]bool
+	runs int
+	peak int
+	gate chan struct{} // closed when enough inserts overlap (or never, for one at a time)
+	want int
+	fail map[string]bool
+}
+
+func (l *orderLoader) Load(path string) error {
+	name := strings.TrimSuffix(filepath.Base(path), ".ko.xz")
+	l.mu.Lock()
+	for _, d := range l.m.Modules[l.m.index[name]].Depends {
+		if _, listed := l.m.index[d]; listed && !l.in[d] {
+			l.t.Errorf("%s inserted before its dependency %s", name, d)
+		}
+	}
+	l.runs++
+	l.peak = max(l.peak, l.runs)
+	if l.runs >= l.want && l.gate != nil {
+		select {
+		case <-l.gate:
+		default:
+			close(l.gate)
+		}
+	}
+	l.mu.Unlock()
+	if l.gate != nil {
+		select {
+		case <-l.gate:
+		case <-time.After(2 * time.Second): // hang protection: fewer overlap than wanted
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.runs--
+	if l.fail[name] {
+		return errors.New("Exec format error")
+	}
+	l.in[name] = true
+	return nil
+}
+
+func TestLoadParallel(t *testing.T) {
+	m, err := Parse([]byte(planManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &orderLoader{t: t, m: m, in: map[string]bool{}, gate: make(chan struct{}), want: 3, fail: map[string]bool{"scsi_mod": true}}
+	s := &Set{Manifest: m, Root: "/", Loader: l, Parallel: 3}
+	// Two callers at once, sharing scsi_common: each module is inserted once, after its
+	// dependencies; the failed scsi_mod keeps its users out.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, set := range [][]Module{m.Unconditional(Early), m.Stage(Early)} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.LoadModules(set)
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil {
+		t.Errorf("LoadModules(unconditional) = %v", errs[0])
+	}
+	joined := errors.Join(errs...)
+	for _, want := range []string{"module scsi_mod: Exec format error", "module libata: not loaded because scsi_mod failed", "module sd_mod: not loaded because scsi_mod failed"} {
+		if joined == nil || !strings.Contains(joined.Error(), want) {
+			t.Errorf("errors = %v, want one containing %q", joined, want)
+		}
+	}
+	if l.peak < 3 {
+		t.Errorf("at most %d inserts overlapped, want 3 (Parallel)", l.peak)
+	}
+	if l.peak > 3 {
+		t.Errorf("%d inserts overlapped, more than Parallel=3", l.peak)
+	}
+	for _, n := range []string{"virtio_blk", "scsi_common", "vfat", "fat", "acpi_thing"} {
+		if !s.Loaded(n) {
+			t.Errorf("Loaded(%s) = false after the loads", n)
+		}
+	}
+	if s.Loaded("ahci") || s.Loaded("scsi_mod") {
+		t.Errorf("ahci or scsi_mod loaded although scsi_mod failed")
+	}
+	// A failed module is tried again by a later call.
+	delete(l.fail, "scsi_mod")
+	l.gate = nil
+	if err := s.Load("ahci"); err != nil {
+		t.Errorf("Load(ahci) after the fix = %v", err)
+	}
+}
+
+func TestBusModaliases(t *testing.T) {
+	sys := t.TempDir()
+	devs := filepath.Join(sys, "devices")
+	writeAlias(t, devs, "pci0000:00/0000:00:02.0", "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00")
+	writeAlias(t, devs, "pci0000:00/0000:00:02.0/virtio0", "virtio:d00000001v00001AF4")
+	writeAlias(t, devs, "pci0000:00/0000:00:03.0/virtio1", "virtio:d00000001v00001AF4") // a second NIC
+	if err := os.MkdirAll(filepath.Join(devs, "platform", "nomodalias"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := func(bus, name, target string) {
+		t.Helper()
+		dir := filepath.Join(sys, "bus", bus, "devices")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(devs, target), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("pci", "0000:00:02.0", "pci0000:00/0000:00:02.0")
+	link("virtio", "virtio0", "pci0000:00/0000:00:02.0/virtio0")
+	link("virtio", "virtio1", "pci0000:00/0000:00:03.0/virtio1")
+	link("platform", "nomodalias", "platform/nomodalias")
+	if err := os.MkdirAll(filepath.Join(sys, "bus", "empty"), 0o755); err != nil { // no devices/
+		t.Fatal(err)
+	}
+	got, err := BusModaliases(filepath.Join(sys, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00", "virtio:d00000001v00001AF4"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("BusModaliases (-want +got):\n%s", diff)
+	}
+	if _, err := BusModaliases(filepath.Join(sys, "nope")); err == nil {
+		t.Error("BusModaliases(missing dir) = nil error")
+	}
+}
+
+func TestCompressed(t *testing.T) {
+	for _, tt := range []struct {
+		head []byte
+		want bool
+	}{
+		{[]byte{0xfd, '7', 'z', 'X', 'Z', 0}, true},
+		{[]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0}, true},
+		{[]byte{0x1f, 0x8b, 8, 0, 0, 0}, true},
+		{[]byte{0x7f, 'E', 'L', 'F', 2, 1}, false},
+		{[]byte{0xfd, '7'}, false},
+		{nil, false},
+	} {
+		if got := Compressed(tt.head); got != tt.want {
+			t.Errorf("Compressed(% x) = %v, want %v", tt.head, got, tt.want)
+		}
+	}
+}
+
+// pathLoader records the paths it is asked to load.
+type pathLoader struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (l *pathLoader) Load(path string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.paths = append(l.paths, path)
+	return nil
+}
+
+func TestStageRoots(t *testing.T) {
+	m, err := Parse([]byte(testManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &pathLoader{}
+	s := &Set{Manifest: m, Root: "/", Loader: l, StageRoots: map[string]string{Late: "/newroot"}}
+	if err := s.Load("virtio_net", "virtio_blk"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/lib/modules/r/virtio_blk.ko.xz", "/newroot/lib/modules/r/failover.ko.xz", "/newroot/lib/modules/r/net_failover.ko.xz", "/newroot/lib/modules/r/virtio_net.ko.xz"}
+	if diff := cmp.Diff(want, l.paths); diff != "" {
+		t.Errorf("loaded paths (-want +got):\n%s", diff)
 	}
 }
