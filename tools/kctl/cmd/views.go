@@ -10,42 +10,6 @@ import (
 	"github.com/kiln-os/kiln/machined/client"
 )
 
-// viewCommand builds a `kctl get NAME` command that calls one API method on
-// every node and prints its rows as a table or encoded.
-func viewCommand[R any, Row any](g *globals, use, short string,
-	call func(context.Context, *client.Client) (R, error),
-	rows func(node string, resp R) []Row,
-	header []string, cells func(Row) []string,
-) *cobra.Command {
-	c := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs}
-	format := outputFlag(c, formatTable, formatYAML, formatJSON)
-	c.RunE = func(cmd *cobra.Command, _ []string) error {
-		res, callErr := onEach(cmd.Context(), g, call)
-		all := []Row{}
-		for _, r := range res {
-			all = append(all, rows(r.Node, r.Value)...)
-		}
-		if *format != formatTable {
-			if err := encode(g.io.Out, *format, all); err != nil {
-				return err
-			}
-			return callErr
-		}
-		if len(res) == 0 && callErr != nil {
-			return callErr
-		}
-		t := newTable(g.io.Out, header...)
-		for _, row := range all {
-			t.row(cells(row)...)
-		}
-		if err := t.flush(); err != nil {
-			return err
-		}
-		return callErr
-	}
-	return c
-}
-
 type processRow struct {
 	Node        string `json:"node" yaml:"node"`
 	PID         int32  `json:"pid" yaml:"pid"`
@@ -57,7 +21,7 @@ type processRow struct {
 }
 
 func newGetProcessesCommand(g *globals) *cobra.Command {
-	return viewCommand(g, "processes", "List the processes of each node with their resident memory",
+	return getView(g, "processes", "List the processes of each node with their resident memory",
 		func(ctx context.Context, c *client.Client) (*machine.ProcessesResponse, error) {
 			return c.Processes(ctx, &machine.ProcessesRequest{})
 		},
@@ -84,7 +48,7 @@ type mountRow struct {
 }
 
 func newGetMountsCommand(g *globals) *cobra.Command {
-	return viewCommand(g, "mounts", "List the mounted filesystems of each node",
+	return getView(g, "mounts", "List the mounted filesystems of each node",
 		func(ctx context.Context, c *client.Client) (*machine.MountsResponse, error) {
 			return c.Mounts(ctx, &machine.MountsRequest{})
 		},
@@ -108,7 +72,7 @@ type socketRow struct {
 }
 
 func newGetNetstatCommand(g *globals) *cobra.Command {
-	return viewCommand(g, "netstat", "List the listening TCP and bound UDP sockets of each node",
+	return getView(g, "netstat", "List the listening TCP and bound UDP sockets of each node",
 		func(ctx context.Context, c *client.Client) (*machine.NetstatResponse, error) {
 			return c.Netstat(ctx, &machine.NetstatRequest{})
 		},
