@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,7 +36,8 @@ func TestBootInQEMU(t *testing.T) {
 		"./lib/modules/*/kernel/drivers/net/net_failover.ko.xz",
 		"./lib/modules/*/kernel/net/core/failover.ko.xz",
 	)
-	manifest, files := resolveModules(t, tree, []string{"loop", "squashfs"}, []string{"virtio_net"})
+	src, files := qemutest.ModuleSource(t, tree)
+	manifest := qemutest.ResolveModules(t, src, []string{"loop", "squashfs"}, []string{"virtio_net"})
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -63,7 +63,7 @@ func TestBootInQEMU(t *testing.T) {
 	}
 	write(filepath.Join(root, kmod.ManifestPath(manifest.Kernel)), mj, 0o644)
 	for rel, src := range files {
-		if m := moduleByPath(manifest, rel); m != nil && m.Stage == kmod.Late {
+		if m := qemutest.ModuleByPath(manifest, rel); m != nil && m.Stage == kmod.Late {
 			b, err := os.ReadFile(src)
 			if err != nil {
 				t.Fatal(err)
@@ -89,7 +89,7 @@ func TestBootInQEMU(t *testing.T) {
 		{Name: kmod.ManifestPath(manifest.Kernel), Data: mj, Mode: 0o644},
 	}
 	for rel, src := range files {
-		if m := moduleByPath(manifest, rel); m != nil && m.Stage == kmod.Early {
+		if m := qemutest.ModuleByPath(manifest, rel); m != nil && m.Stage == kmod.Early {
 			ifs = append(ifs, qemu.File{Name: rel, Data: rd(src), Mode: 0o644})
 		}
 	}
@@ -144,56 +144,4 @@ func TestBootInQEMU(t *testing.T) {
 	if err := vm.Wait(ctx); err != nil {
 		t.Fatalf("QEMU did not exit cleanly after power-off: %v", err)
 	}
-}
-
-// resolveModules reads the extracted modules' .modinfo with the image builder's kmod
-// package and returns its manifest and a map of manifest path → extracted file.
-func resolveModules(t *testing.T, tree string, early, late []string) (*kmod.Manifest, map[string]string) {
-	t.Helper()
-	rels, _ := filepath.Glob(filepath.Join(tree, "lib", "modules", "*"))
-	if len(rels) != 1 {
-		t.Fatalf("want one kernel release in %s, got %q", tree, rels)
-	}
-	release := filepath.Base(rels[0])
-	src := kmod.Source{Release: release, Paths: map[string]string{}, Builtin: map[string]bool{}}
-	files := map[string]string{}
-	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if n := kmod.NameFromPath(p); n != "" {
-			rel, _ := filepath.Rel(tree, p)
-			src.Paths[n] = rel
-			files[rel] = p
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(filepath.Join(rels[0], "modules.builtin")); err == nil {
-		src.Builtin = kmod.ParseBuiltin(b)
-	}
-	src.Info = func(name string) (kmod.Info, error) {
-		p := filepath.Join(tree, src.Paths[name])
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return kmod.Info{}, err
-		}
-		return kmod.ReadInfo(p, b)
-	}
-	m, err := kmod.Resolve(src, early, late)
-	if err != nil {
-		t.Fatalf("resolve modules: %v", err)
-	}
-	return m, files
-}
-
-func moduleByPath(m *kmod.Manifest, rel string) *kmod.Module {
-	for i := range m.Modules {
-		if m.Modules[i].Path == rel {
-			return &m.Modules[i]
-		}
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,7 +61,13 @@ func TestNodeModeInQEMU(t *testing.T) {
 		"./lib/modules/*/kernel/net/core/failover.ko.xz",
 	)
 	early := []string{"loop", "squashfs", "virtio_blk", "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859_1"}
-	manifest, files := resolveModules(t, tree, early, []string{"virtio_net"})
+	src, files := qemutest.ModuleSource(t, tree)
+	// Modules the kernel package lacks are left out of early.
+	early = slices.DeleteFunc(early, func(n string) bool {
+		_, ok := src.Paths[n]
+		return !ok && !src.Builtin[n]
+	})
+	manifest := qemutest.ResolveModules(t, src, early, []string{"virtio_net"})
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -99,7 +104,7 @@ func TestNodeModeInQEMU(t *testing.T) {
 		{Name: kmod.ManifestPath(manifest.Kernel), Data: mj, Mode: 0o644},
 	}
 	for rel, src := range files {
-		m := moduleByPath(manifest, rel)
+		m := qemutest.ModuleByPath(manifest, rel)
 		switch {
 		case m == nil:
 		case m.Stage == kmod.Late:
@@ -298,61 +303,4 @@ start=61440, size=65536, name="EPHEMERAL"
 		}
 	}
 	return img
-}
-
-// resolveModules reads the extracted modules' .modinfo with the image builder's kmod
-// package and returns its manifest and a map of manifest path → extracted file.
-// Modules the kernel package lacks are left out of early.
-func resolveModules(t *testing.T, tree string, early, late []string) (*kmod.Manifest, map[string]string) {
-	t.Helper()
-	rels, _ := filepath.Glob(filepath.Join(tree, "lib", "modules", "*"))
-	if len(rels) != 1 {
-		t.Fatalf("want one kernel release in %s, got %q", tree, rels)
-	}
-	release := filepath.Base(rels[0])
-	src := kmod.Source{Release: release, Paths: map[string]string{}, Builtin: map[string]bool{}}
-	files := map[string]string{}
-	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if n := kmod.NameFromPath(p); n != "" {
-			rel, _ := filepath.Rel(tree, p)
-			src.Paths[n] = rel
-			files[rel] = p
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := os.ReadFile(filepath.Join(rels[0], "modules.builtin")); err == nil {
-		src.Builtin = kmod.ParseBuiltin(b)
-	}
-	early = slices.DeleteFunc(slices.Clone(early), func(n string) bool {
-		_, ok := src.Paths[n]
-		return !ok && !src.Builtin[n]
-	})
-	src.Info = func(name string) (kmod.Info, error) {
-		p := filepath.Join(tree, src.Paths[name])
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return kmod.Info{}, err
-		}
-		return kmod.ReadInfo(p, b)
-	}
-	m, err := kmod.Resolve(src, early, late)
-	if err != nil {
-		t.Fatalf("resolve modules: %v", err)
-	}
-	return m, files
-}
-
-func moduleByPath(m *kmod.Manifest, rel string) *kmod.Module {
-	for i := range m.Modules {
-		if m.Modules[i].Path == rel {
-			return &m.Modules[i]
-		}
-	}
-	return nil
 }

@@ -4,12 +4,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/kiln-os/kiln/images/kmod"
 	"github.com/kiln-os/kiln/tools/qemu"
 )
 
@@ -54,4 +56,64 @@ func KernelTree(tb testing.TB, arch qemu.Arch, patterns ...string) string {
 		tb.Fatal(fmt.Errorf("kernel tree: %w", err))
 	}
 	return dir
+}
+
+// ModuleSource reads the modules extracted under tree (by KernelTree) the way
+// the image builder does — paths, built-ins, each module's .modinfo — for
+// kmod.Resolve. files maps each manifest path to the extracted file.
+func ModuleSource(tb testing.TB, tree string) (src kmod.Source, files map[string]string) {
+	tb.Helper()
+	rels, _ := filepath.Glob(filepath.Join(tree, "lib", "modules", "*"))
+	if len(rels) != 1 {
+		tb.Fatalf("want one kernel release in %s, got %q", tree, rels)
+	}
+	src = kmod.Source{Release: filepath.Base(rels[0]), Paths: map[string]string{}, Builtin: map[string]bool{}}
+	files = map[string]string{}
+	err := filepath.WalkDir(tree, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if n := kmod.NameFromPath(p); n != "" {
+			rel, _ := filepath.Rel(tree, p)
+			src.Paths[n] = rel
+			files[rel] = p
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rels[0], "modules.builtin")); err == nil {
+		src.Builtin = kmod.ParseBuiltin(b)
+	}
+	src.Info = func(name string) (kmod.Info, error) {
+		p := filepath.Join(tree, src.Paths[name])
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return kmod.Info{}, err
+		}
+		return kmod.ReadInfo(p, b)
+	}
+	return src, files
+}
+
+// ResolveModules resolves the early and late module sets of src into a
+// manifest, failing the test when it cannot.
+func ResolveModules(tb testing.TB, src kmod.Source, early, late []string) *kmod.Manifest {
+	tb.Helper()
+	m, err := kmod.Resolve(src, early, late)
+	if err != nil {
+		tb.Fatalf("resolve modules: %v", err)
+	}
+	return m
+}
+
+// ModuleByPath returns the manifest's module at path rel, or nil.
+func ModuleByPath(m *kmod.Manifest, rel string) *kmod.Module {
+	for i := range m.Modules {
+		if m.Modules[i].Path == rel {
+			return &m.Modules[i]
+		}
+	}
+	return nil
 }
