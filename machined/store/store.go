@@ -151,9 +151,6 @@ func (s *Store) save(data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("save machine config: %w", err)
 	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
-		return fmt.Errorf("save machine config: %w", err)
-	}
 	s.logger.Info("machine config saved", "sha256", sum(data), "bytes", len(data))
 	return nil
 }
@@ -168,9 +165,6 @@ func (s *Store) SaveStaged(data []byte) error {
 	}
 	if err := atomicfile.Rename(tmp, filepath.Join(s.dir, stagedName)); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("save staged machine config: %w", err)
-	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("save staged machine config: %w", err)
 	}
 	return nil
