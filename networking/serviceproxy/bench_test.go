@@ -214,5 +214,6 @@ func (r *recordDP) apply(o *op) error {
 }
 
 func (r *recordDP) snapshot() (*snapshot, error) {
-	return &snapshot{services: map[sockSvcKey]sockSvcVal{}, slots: map[sockSlotKey]uint32{}, backends: map[uint32]sockBackend{}}, nil
+	return &snapshot{services: map[sockSvcKey]sockSvcVal{}, slots: map[sockSlotKey]uint32{}, backends: map[uint32]sockBackend{},
+		frontends: map[tcSvcKey]tcFeVal{}}, nil
 }

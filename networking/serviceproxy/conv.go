@@ -3,6 +3,7 @@ package serviceproxy
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -48,8 +49,8 @@ func fromSvcKey(k sockSvcKey) ServiceKey {
 	return ServiceKey{Addr: wordsAddr(k.Addr), Port: netPort(k.Port), Proto: Proto(k.Proto)}
 }
 
-func toSvcVal(id uint32, s Service) sockSvcVal {
-	v := sockSvcVal{Id: id, Count: uint32(len(s.Backends))}
+func toSvcVal(id uint32, s Service, count int) sockSvcVal {
+	v := sockSvcVal{Id: id, Count: uint32(count)}
 	if s.Affinity > 0 {
 		v.Flags |= flagAffinity
 		v.AffinityTimeout = uint32(s.Affinity / time.Second)
@@ -57,8 +58,35 @@ func toSvcVal(id uint32, s Service) sockSvcVal {
 	return v
 }
 
-func toBackend(b netip.AddrPort) sockBackend {
-	return sockBackend{Addr: addrWords(b.Addr()), Port: portNet(b.Port())}
+func toBackend(b netip.AddrPort, local bool) sockBackend {
+	v := sockBackend{Addr: addrWords(b.Addr()), Port: portNet(b.Port())}
+	if local {
+		v.Flags = beFlagLocal
+	}
+	return v
+}
+
+func toFeKey(k ServiceKey) tcSvcKey { return tcSvcKey(toSvcKey(k)) }
+
+// toFeVal is the frontends map value of f, a frontend of e (e.svc, e.slots and
+// e.local up to date).
+func toFeVal(e *svcEntry, f frontend) tcFeVal {
+	v := tcFeVal{Id: e.id, Count: uint32(len(e.slots)), Flags: f.kind, Owner: e.id}
+	if e.local != nil {
+		v.Id, v.Count = e.local.id, uint32(len(e.local.slots))
+		v.Flags |= feFlagLocal
+	}
+	if e.svc.Affinity > 0 {
+		v.Flags |= flagAffinity
+		v.AffinityTimeout = uint32(e.svc.Affinity / time.Second)
+	}
+	return v
+}
+
+// isLocal reports whether backend b of normalized s runs on this node.
+func (s Service) isLocal(b netip.AddrPort) bool {
+	_, found := slices.BinarySearchFunc(s.LocalBackends, b, netip.AddrPort.Compare)
+	return found
 }
 
 func fromBackend(b sockBackend) netip.AddrPort {

@@ -10,7 +10,7 @@ import (
 // mapsDatapath writes to the BPF maps with batch operations (kernel ≥ 5.6), which
 // apply their elements in order, each one atomically.
 type mapsDatapath struct {
-	services, slots, backends *ebpf.Map
+	services, slots, backends, frontends *ebpf.Map
 }
 
 func (m *mapsDatapath) apply(o *op) error {
@@ -20,10 +20,18 @@ func (m *mapsDatapath) apply(o *op) error {
 	case opPutSlotsGrow, opPutSlotsShrink:
 		return batchPut(m.slots, o.slotKeys, o.slotVals)
 	case opPutServices:
-		return batchPut(m.services, o.svcKeys, o.svcVals)
+		// Frontends after services: a frontend of a new service is written
+		// with it, and both name slots that are there already.
+		if err := batchPut(m.services, o.svcKeys, o.svcVals); err != nil {
+			return err
+		}
+		return batchPut(m.frontends, o.feKeys, o.feVals)
 	case opDeleteSlotsShrink, opDeleteSlotsDeleted:
 		return batchDelete(m.slots, o.slotKeys)
 	case opDeleteServices:
+		if err := batchDelete(m.frontends, o.feKeys); err != nil {
+			return err
+		}
 		return batchDelete(m.services, o.svcKeys)
 	case opDeleteBackends:
 		return batchDelete(m.backends, o.beIDs)
@@ -32,6 +40,9 @@ func (m *mapsDatapath) apply(o *op) error {
 }
 
 func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
 	n, err := m.BatchUpdate(keys, vals, nil)
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		for i := range keys {
@@ -48,6 +59,9 @@ func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
 }
 
 func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	if len(keys) == 0 {
+		return nil
+	}
 	n, err := m.BatchDelete(keys, nil)
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		for i := range keys {
@@ -65,9 +79,10 @@ func batchDelete[K any](m *ebpf.Map, keys []K) error {
 
 func (m *mapsDatapath) snapshot() (*snapshot, error) {
 	s := &snapshot{
-		services: make(map[sockSvcKey]sockSvcVal),
-		slots:    make(map[sockSlotKey]uint32),
-		backends: make(map[uint32]sockBackend),
+		services:  make(map[sockSvcKey]sockSvcVal),
+		slots:     make(map[sockSlotKey]uint32),
+		backends:  make(map[uint32]sockBackend),
+		frontends: make(map[tcSvcKey]tcFeVal),
 	}
 	if err := readAll(m.services, s.services); err != nil {
 		return nil, err
@@ -76,6 +91,9 @@ func (m *mapsDatapath) snapshot() (*snapshot, error) {
 		return nil, err
 	}
 	if err := readAll(m.backends, s.backends); err != nil {
+		return nil, err
+	}
+	if err := readAll(m.frontends, s.frontends); err != nil {
 		return nil, err
 	}
 	return s, nil

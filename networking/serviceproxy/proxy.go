@@ -29,6 +29,9 @@ type Config struct {
 	Limits Limits
 	// Logger receives events; default discards them.
 	Logger *slog.Logger
+	// ExternalLinks are where NodePorts, externalIPs and LoadBalancer IPs are
+	// served; SetExternalLinks changes them later. None serves no frontends.
+	ExternalLinks []ExternalLink
 }
 
 // hook is one cgroup attach point and the program for it.
@@ -57,6 +60,9 @@ type Proxy struct {
 	objs  sockObjects
 	links []link.Link
 
+	tcObjs  tcObjects
+	tcLinks map[string]link.Link // by pin name
+
 	mu  sync.Mutex
 	tab *table
 }
@@ -77,7 +83,7 @@ func Open(cfg Config) (_ *Proxy, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "serviceproxy")}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("component", "serviceproxy"), tcLinks: map[string]link.Link{}}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -121,10 +127,18 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		return nil, fmt.Errorf("load BPF programs and maps: %w", err)
 	}
 
+	if err := p.loadTC(); err != nil {
+		return nil, err
+	}
+
 	// The maps are read (and cleaned) before the new programs go live, so that a
 	// program change lands on maps that follow the protocol.
-	p.tab, err = newTable(&mapsDatapath{services: p.objs.KilnServices, slots: p.objs.KilnSlots, backends: p.objs.KilnBackends}, cfg.Limits, p.log)
+	p.tab, err = newTable(&mapsDatapath{services: p.objs.KilnServices, slots: p.objs.KilnSlots,
+		backends: p.objs.KilnBackends, frontends: p.tcObjs.KilnFrontends}, cfg.Limits, p.log)
 	if err != nil {
+		return nil, err
+	}
+	if err := p.setExternalLinks(cfg.ExternalLinks); err != nil {
 		return nil, err
 	}
 
@@ -136,6 +150,38 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		p.links = append(p.links, l)
 	}
 	return p, nil
+}
+
+// loadTC loads the TCX programs over the socket programs' slot and backend maps.
+func (p *Proxy) loadTC() error {
+	spec, err := loadTc()
+	if err != nil {
+		return fmt.Errorf("load TC BPF object: %w", err)
+	}
+	l := p.cfg.Limits
+	for name, n := range map[string]uint32{
+		tcMapKilnSlots:      l.Slots,
+		tcMapKilnBackends:   l.Backends,
+		tcMapKilnFrontends:  l.Frontends,
+		tcMapKilnCt:         l.Conntrack,
+		tcMapKilnTcAffinity: l.AffinityEntries,
+	} {
+		spec.Maps[name].MaxEntries = n
+	}
+	err = spec.LoadAndAssign(&p.tcObjs, &ebpf.CollectionOptions{
+		Maps: ebpf.MapOptions{PinPath: p.cfg.PinDir},
+		MapReplacements: map[string]*ebpf.Map{
+			tcMapKilnSlots:    p.objs.KilnSlots,
+			tcMapKilnBackends: p.objs.KilnBackends,
+		},
+	})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("maps pinned in %s do not fit these limits (remove the directory to resize, which drops the datapath): %w", p.cfg.PinDir, err)
+	}
+	if err != nil {
+		return fmt.Errorf("load TC BPF programs and maps: %w", err)
+	}
+	return nil
 }
 
 func (p *Proxy) attach(h hook, cgID uint64) (link.Link, error) {
@@ -200,7 +246,11 @@ func (p *Proxy) Close() error {
 		errs = append(errs, l.Close())
 	}
 	p.links = nil
-	errs = append(errs, p.objs.Close())
+	for _, l := range p.tcLinks {
+		errs = append(errs, l.Close())
+	}
+	p.tcLinks = nil
+	errs = append(errs, p.objs.Close(), p.tcObjs.Close())
 	return errors.Join(errs...)
 }
 
@@ -211,7 +261,11 @@ func (p *Proxy) Remove() error {
 	for _, l := range p.links {
 		errs = append(errs, l.Unpin())
 	}
-	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnAffinity} {
+	for _, l := range p.tcLinks {
+		errs = append(errs, l.Unpin())
+	}
+	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnAffinity,
+		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnTcAffinity} {
 		if m != nil {
 			errs = append(errs, m.Unpin())
 		}
@@ -251,13 +305,13 @@ func (p *Proxy) Services() []Service {
 
 // Stats are fill levels for metrics.
 type Stats struct {
-	Services, Backends, Slots int
-	Limits                    Limits
+	Services, Backends, Slots, Frontends int
+	Limits                               Limits
 }
 
 // Stats returns how full the maps are.
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Services: len(p.tab.svcs), Backends: len(p.tab.bes), Slots: p.tab.slotsUsed, Limits: p.cfg.Limits}
+	return Stats{Services: len(p.tab.svcs), Backends: len(p.tab.bes), Slots: p.tab.slotsUsed, Frontends: len(p.tab.fes), Limits: p.cfg.Limits}
 }

@@ -148,3 +148,19 @@ func (s *sandbox) leave() {
 		s.tb.Errorf("leave test cgroup for %s: %v", s.home, err)
 	}
 }
+
+// loopbackUp brings up loopback when the test runs in the private network
+// namespace, for tests that need no root but use loopback.
+func loopbackUp(t *testing.T) {
+	t.Helper()
+	if os.Getenv(sandboxEnv) != "1" {
+		return
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("bring loopback up: %v", err)
+	}
+}

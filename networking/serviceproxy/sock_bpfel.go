@@ -28,10 +28,11 @@ type sockAffinityVal struct {
 }
 
 type sockBackend struct {
-	_    structs.HostLayout
-	Addr [4]uint32
-	Port uint16
-	Pad  uint16
+	_     structs.HostLayout
+	Addr  [4]uint32
+	Port  uint16
+	Flags uint8
+	Pad   uint8
 }
 
 type sockRevnatKey struct {

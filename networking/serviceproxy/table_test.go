@@ -28,9 +28,10 @@ type fakeDP struct {
 
 func newFakeDP(t *testing.T) *fakeDP {
 	return &fakeDP{t: t, s: snapshot{
-		services: map[sockSvcKey]sockSvcVal{},
-		slots:    map[sockSlotKey]uint32{},
-		backends: map[uint32]sockBackend{},
+		services:  map[sockSvcKey]sockSvcVal{},
+		slots:     map[sockSlotKey]uint32{},
+		backends:  map[uint32]sockBackend{},
+		frontends: map[tcSvcKey]tcFeVal{},
 	}}
 }
 
@@ -63,6 +64,10 @@ func (f *fakeDP) apply(o *op) error {
 			f.s.services[k] = o.svcVals[i]
 			f.check(o.kind)
 		}
+		for i, k := range o.feKeys {
+			f.s.frontends[k] = o.feVals[i]
+			f.check(o.kind)
+		}
 	case opDeleteSlotsShrink, opDeleteSlotsDeleted:
 		for _, k := range o.slotKeys {
 			_, ok := f.s.slots[k]
@@ -71,6 +76,12 @@ func (f *fakeDP) apply(o *op) error {
 			f.check(o.kind)
 		}
 	case opDeleteServices:
+		for _, k := range o.feKeys {
+			_, ok := f.s.frontends[k]
+			del(ok, "frontend", k)
+			delete(f.s.frontends, k)
+			f.check(o.kind)
+		}
 		for _, k := range o.svcKeys {
 			_, ok := f.s.services[k]
 			del(ok, "service", k)
@@ -90,22 +101,30 @@ func (f *fakeDP) apply(o *op) error {
 
 func (f *fakeDP) check(during opKind) {
 	f.t.Helper()
-	for k, v := range f.s.services {
-		for i := range v.Count {
-			bid, ok := f.s.slots[sockSlotKey{Id: v.Id, Slot: i}]
+	table := func(what string, id, count uint32) {
+		f.t.Helper()
+		for i := range count {
+			bid, ok := f.s.slots[sockSlotKey{Id: id, Slot: i}]
 			if !ok {
-				f.t.Errorf("during %s: service %s count %d but slot %d missing", during, fromSvcKey(k), v.Count, i)
+				f.t.Errorf("during %s: %s count %d but slot %d missing", during, what, count, i)
 				continue
 			}
 			if _, ok := f.s.backends[bid]; !ok {
-				f.t.Errorf("during %s: service %s slot %d names missing backend %d", during, fromSvcKey(k), i, bid)
+				f.t.Errorf("during %s: %s slot %d names missing backend %d", during, what, i, bid)
 			}
 		}
+	}
+	for k, v := range f.s.services {
+		table("service "+fromSvcKey(k).String(), v.Id, v.Count)
+	}
+	for k, v := range f.s.frontends {
+		table("frontend "+fromSvcKey(sockSvcKey(k)).String(), v.Id, v.Count)
 	}
 }
 
 func (f *fakeDP) snapshot() (*snapshot, error) {
-	return &snapshot{services: maps.Clone(f.s.services), slots: maps.Clone(f.s.slots), backends: maps.Clone(f.s.backends)}, nil
+	return &snapshot{services: maps.Clone(f.s.services), slots: maps.Clone(f.s.slots), backends: maps.Clone(f.s.backends),
+		frontends: maps.Clone(f.s.frontends)}, nil
 }
 
 // datapathServices reads the services back out of the simulated maps.
@@ -346,9 +365,9 @@ func TestAdoptCollectsGarbage(t *testing.T) {
 	}
 	id := tab.svcs[a.ServiceKey].id
 	// What a crash in the middle of old, unordered writes could leave.
-	f.s.slots[sockSlotKey{Id: id, Slot: 7}] = 1       // past the count
-	f.s.slots[sockSlotKey{Id: 999, Slot: 0}] = 1      // unknown service
-	f.s.backends[4242] = toBackend(ap("10.0.0.9:80")) // unreferenced
+	f.s.slots[sockSlotKey{Id: id, Slot: 7}] = 1              // past the count
+	f.s.slots[sockSlotKey{Id: 999, Slot: 0}] = 1             // unknown service
+	f.s.backends[4242] = toBackend(ap("10.0.0.9:80"), false) // unreferenced
 
 	adopted, err := newTable(f, DefaultLimits, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -430,7 +449,7 @@ func TestIDAllocator(t *testing.T) {
 func TestConversions(t *testing.T) {
 	for _, s := range []string{"10.96.0.1:80", "[fd00::1]:65535", "[::]:1", "255.255.255.255:443"} {
 		b := ap(s)
-		if got := fromBackend(toBackend(b)); got != b {
+		if got := fromBackend(toBackend(b, false)); got != b {
 			t.Errorf("fromBackend(toBackend(%s)) = %s", b, got)
 		}
 	}
@@ -444,5 +463,91 @@ func TestConversions(t *testing.T) {
 	got = append(got, byte(k.Port), byte(k.Port>>8))
 	if diff := cmp.Diff(raw[:], got); diff != "" {
 		t.Errorf("svc key memory (-want +got):\n%s", diff)
+	}
+}
+
+func TestFrontendSequence(t *testing.T) {
+	base := svc("10.96.0.1:80", TCP, "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080")
+	base.NodePort = 30080
+	base.ExternalIPs = []netip.Addr{netip.MustParseAddr("203.0.113.1")}
+	base.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr("203.0.113.2")}
+	base.LocalBackends = []netip.AddrPort{ap("10.0.0.1:8080")}
+	local := base
+	local.ExternalPolicy = PolicyLocal
+	localMore := local
+	localMore.LocalBackends = []netip.AddrPort{ap("10.0.0.1:8080"), ap("10.0.0.3:8080")}
+	localNone := local
+	localNone.LocalBackends = nil
+	noFrontends := svc("10.96.0.1:80", TCP, "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080")
+	noFrontends.LocalBackends = base.LocalBackends
+	other := svc("10.96.0.2:53", UDP, "10.0.0.9:53")
+	other.NodePort = 30080 // same number, other protocol: no clash
+
+	tab, f := newTestTable(t, Limits{})
+	steps := []struct {
+		name    string
+		desired []Service
+	}{
+		{"create", []Service{base, other}},
+		{"cluster to local", []Service{local, other}},
+		{"more local backends", []Service{localMore, other}},
+		{"no local backends", []Service{localNone, other}},
+		{"local to cluster", []Service{base, other}},
+		{"local again, then frontends go", []Service{local, other}},
+		{"frontends gone", []Service{noFrontends, other}},
+		{"back", []Service{localMore, other}},
+		{"delete all", nil},
+	}
+	for _, st := range steps {
+		if err := tab.sync(st.desired); err != nil {
+			t.Fatalf("%s: sync: %v", st.name, err)
+		}
+		want := slices.Clone(st.desired)
+		slices.SortFunc(want, func(a, b Service) int { return a.ServiceKey.compare(b.ServiceKey) })
+		if diff := cmp.Diff(want, tab.services(), cmpServices); diff != "" {
+			t.Errorf("%s: mirror (-want +got):\n%s", st.name, diff)
+		}
+		if diff := cmp.Diff(want, f.services(t), cmpServices); diff != "" {
+			t.Errorf("%s: maps, adopted (-want +got):\n%s", st.name, diff)
+		}
+		for k, v := range f.s.frontends {
+			if v.Flags&feFlagLocal != 0 {
+				for i := range v.Count {
+					bid := f.s.slots[sockSlotKey{Id: v.Id, Slot: i}]
+					if f.s.backends[bid].Flags&beFlagLocal == 0 {
+						t.Errorf("%s: local frontend %s slot %d names a backend that is not local", st.name, fromSvcKey(sockSvcKey(k)), i)
+					}
+				}
+			}
+		}
+	}
+	if n := len(f.s.services) + len(f.s.slots) + len(f.s.backends) + len(f.s.frontends); n != 0 {
+		t.Errorf("maps not empty after deleting everything: %+v", f.s)
+	}
+	if tab.svcIDs.inUse() != 0 {
+		t.Errorf("%d service IDs still in use", tab.svcIDs.inUse())
+	}
+}
+
+func TestFrontendErrors(t *testing.T) {
+	a := svc("10.96.0.1:80", TCP, "10.0.0.1:8080")
+	a.NodePort = 30080
+	clash := svc("10.96.0.2:80", TCP, "10.0.0.2:8080")
+	clash.NodePort = 30080
+	notMine := svc("10.96.0.3:80", TCP, "10.0.0.3:8080")
+	notMine.LocalBackends = []netip.AddrPort{ap("10.0.0.9:8080")}
+	v6ip := svc("10.96.0.4:80", TCP, "10.0.0.4:8080")
+	v6ip.ExternalIPs = []netip.Addr{netip.MustParseAddr("fd00::1")}
+
+	tab, _ := newTestTable(t, Limits{})
+	err := tab.sync([]Service{a, clash, notMine, v6ip})
+	for _, want := range []string{"frontend 0.0.0.0:30080/TCP belongs to service 10.96.0.1:80/TCP",
+		"local backend 10.0.0.9:8080 is not one of its backends", "externalIP fd00::1 is of the other address family"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("sync error = %v, want it to say %q", err, want)
+		}
+	}
+	if diff := cmp.Diff([]Service{a}, tab.services(), cmpServices); diff != "" {
+		t.Errorf("programmed (-want +got):\n%s", diff)
 	}
 }

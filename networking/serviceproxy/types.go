@@ -46,8 +46,63 @@ type Service struct {
 	Backends []netip.AddrPort
 	// Affinity, when not zero, is the sessionAffinity ClientIP timeout: a client
 	// (a network namespace: a pod, or the host) keeps its backend while it comes
-	// back within this time. Rounded up to whole seconds.
+	// back within this time. Rounded up to whole seconds. It holds for the
+	// frontends below too, where the client is the source address.
 	Affinity time.Duration
+
+	// The fields below describe how the Service is reached from outside the
+	// node: the frontends that the TCX programs on the node's external links
+	// (Config.ExternalLinks) translate to Backends. They use the ClusterIP's
+	// protocol, family and backends. A zero value programs none; the TCX
+	// datapath acts on IPv4 packets only for now (IPv6 frontends are kept in
+	// the maps but not served).
+
+	// NodePort is spec.ports[].nodePort: served on every node address
+	// (ExternalLink.Addrs) of the Service's family. Zero for none.
+	NodePort uint16
+	// ExternalIPs are spec.externalIPs, served on ServiceKey.Port.
+	ExternalIPs []netip.Addr
+	// LoadBalancerIPs are the status.loadBalancer.ingress[].ip addresses,
+	// served on ServiceKey.Port.
+	LoadBalancerIPs []netip.Addr
+	// ExternalPolicy is spec.externalTrafficPolicy for the frontends above.
+	ExternalPolicy TrafficPolicy
+	// LocalBackends lists which of Backends run on this node (the
+	// EndpointSlice endpoint's nodeName is this node's). Traffic to a local
+	// backend is never SNATed; with PolicyLocal the frontends use only these.
+	// Entries not in Backends are an error. Locality belongs to the backend
+	// address: Services that share a backend must agree on it.
+	LocalBackends []netip.AddrPort
+	// HealthCheckNodePort is spec.healthCheckNodePort of a PolicyLocal
+	// LoadBalancer Service: HealthServer answers on it. It is not programmed
+	// into the maps.
+	HealthCheckNodePort uint16
+	// Name is "namespace/name", for logs and health-check answers only.
+	Name string
+}
+
+// TrafficPolicy is a Service's externalTrafficPolicy.
+type TrafficPolicy uint8
+
+const (
+	// PolicyCluster spreads frontend traffic over all backends; the client's
+	// packets to a backend on another node are SNATed to the node's address so
+	// that the replies come back through this node.
+	PolicyCluster TrafficPolicy = iota
+	// PolicyLocal uses only the backends on this node and keeps the client's
+	// address; with none, the node drops the traffic (and its health check
+	// answers 503, so a load balancer stops sending it here).
+	PolicyLocal
+)
+
+func (p TrafficPolicy) String() string {
+	switch p {
+	case PolicyCluster:
+		return "Cluster"
+	case PolicyLocal:
+		return "Local"
+	}
+	return fmt.Sprintf("policy(%d)", uint8(p))
 }
 
 // Limits size the maps. Changing them for a pinned datapath needs Remove first.
@@ -57,11 +112,14 @@ type Limits struct {
 	Slots           uint32 // sum over services of their backend counts
 	PerService      uint32 // backends of one service
 	ReverseNAT      uint32 // LRU: (socket, backend) pairs remembered for recvmsg/getpeername
-	AffinityEntries uint32 // LRU: (client netns, service) pairs
+	AffinityEntries uint32 // LRU: (client netns, service) pairs, and (client address, frontend) pairs
+	Frontends       uint32 // NodePorts, externalIPs and LoadBalancer IPs, each with each port
+	Conntrack       uint32 // LRU: two entries per connection through a frontend
 }
 
 // DefaultLimits fit a cluster of tens of thousands of Services on a small node: the
-// hash maps are preallocated, and take about 20 MiB of kernel memory at these sizes.
+// hash maps are preallocated, and take about 40 MiB of kernel memory at these sizes
+// (half of it conntrack for 131,072 connections through frontends).
 var DefaultLimits = Limits{
 	Services:        16384,
 	Backends:        65536,
@@ -69,11 +127,50 @@ var DefaultLimits = Limits{
 	PerService:      4096,
 	ReverseNAT:      131072,
 	AffinityEntries: 65536,
+	Frontends:       16384,
+	Conntrack:       262144,
 }
 
+// Flags in the maps, as bpf/common.h and bpf/tc.c define them.
 const (
-	flagAffinity = 1 << 0 // SVC_F_AFFINITY in bpf/sock.c
+	flagAffinity   = 1 << 0 // SVC_F_AFFINITY, FE_F_AFFINITY
+	feFlagLocal    = 1 << 1 // FE_F_LOCAL
+	feFlagNodePort = 1 << 2 // FE_F_NODEPORT
+	feFlagExternal = 1 << 3 // FE_F_EXTERNAL_IP
+	feFlagLB       = 1 << 4 // FE_F_LB_IP
+	beFlagLocal    = 1 << 0 // BE_F_LOCAL
 )
+
+// frontend is one key of the frontends map that a Service owns.
+type frontend struct {
+	key  ServiceKey // a NodePort's address is the unspecified one of its family
+	kind uint32     // feFlagNodePort, feFlagExternal or feFlagLB
+}
+
+// frontends lists what a normalized Service serves on the external links.
+func (s Service) frontends() []frontend {
+	var out []frontend
+	if s.NodePort != 0 {
+		any := netip.IPv4Unspecified()
+		if s.Addr.Is6() {
+			any = netip.IPv6Unspecified()
+		}
+		out = append(out, frontend{ServiceKey{any, s.NodePort, s.Proto}, feFlagNodePort})
+	}
+	for _, a := range s.ExternalIPs {
+		out = append(out, frontend{ServiceKey{a, s.Port, s.Proto}, feFlagExternal})
+	}
+	for _, a := range s.LoadBalancerIPs {
+		out = append(out, frontend{ServiceKey{a, s.Port, s.Proto}, feFlagLB})
+	}
+	return out
+}
+
+// usesLocalSlots reports whether the Service's frontends balance over a slot
+// table of their own, which holds only the local backends.
+func (s Service) usesLocalSlots() bool {
+	return s.ExternalPolicy == PolicyLocal && (s.NodePort != 0 || len(s.ExternalIPs) > 0 || len(s.LoadBalancerIPs) > 0)
+}
 
 // normalize checks s and returns it with the address unmapped, backends unmapped and
 // deduplicated (first occurrence kept), for programming.
@@ -128,13 +225,68 @@ func (s Service) normalize(perService uint32) (Service, error) {
 		return s, fmt.Errorf("service %s: %d backends, more than the %d a slot table holds", s.ServiceKey, len(bes), perService)
 	}
 	s.Backends = bes
+	return s.normalizeFrontends()
+}
+
+// normalizeFrontends checks the external side of s (backends already normalized):
+// addresses unmapped, of the Service's family, deduplicated and sorted; an address
+// both in ExternalIPs and LoadBalancerIPs counts as an externalIP.
+func (s Service) normalizeFrontends() (Service, error) {
+	if s.ExternalPolicy != PolicyCluster && s.ExternalPolicy != PolicyLocal {
+		return s, fmt.Errorf("service %s: unknown traffic policy %d", s.ServiceKey, s.ExternalPolicy)
+	}
+	var err error
+	if s.ExternalIPs, err = s.normalizeIPs("externalIP", s.ExternalIPs, nil); err != nil {
+		return s, err
+	}
+	if s.LoadBalancerIPs, err = s.normalizeIPs("load balancer IP", s.LoadBalancerIPs, s.ExternalIPs); err != nil {
+		return s, err
+	}
+	if len(s.LocalBackends) > 0 {
+		local := make([]netip.AddrPort, 0, len(s.LocalBackends))
+		for _, b := range s.LocalBackends {
+			b = netip.AddrPortFrom(b.Addr().Unmap(), b.Port())
+			if !slices.Contains(s.Backends, b) {
+				return s, fmt.Errorf("service %s: local backend %s is not one of its backends", s.ServiceKey, b)
+			}
+			local = append(local, b)
+		}
+		slices.SortFunc(local, netip.AddrPort.Compare)
+		s.LocalBackends = slices.Compact(local)
+	}
 	return s, nil
 }
 
-// equalService reports whether a and b program the same datapath state, slot order
-// aside.
+func (s Service) normalizeIPs(what string, ips, skip []netip.Addr) ([]netip.Addr, error) {
+	if len(ips) == 0 {
+		return nil, nil
+	}
+	out := make([]netip.Addr, 0, len(ips))
+	for _, a := range ips {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid() || a.IsUnspecified():
+			return nil, fmt.Errorf("service %s: %s %s is not an address", s.ServiceKey, what, a)
+		case a.Is4() != s.Addr.Is4():
+			return nil, fmt.Errorf("service %s: %s %s is of the other address family", s.ServiceKey, what, a)
+		case a.Zone() != "":
+			return nil, fmt.Errorf("service %s: %s %s has a zone", s.ServiceKey, what, a)
+		}
+		if !slices.Contains(skip, a) {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out), nil
+}
+
+// equalService reports whether normalized a and b program the same datapath state,
+// slot order aside (HealthCheckNodePort and Name are not in the maps).
 func equalService(a, b Service) bool {
-	if a.ServiceKey != b.ServiceKey || a.Affinity != b.Affinity || len(a.Backends) != len(b.Backends) {
+	if a.ServiceKey != b.ServiceKey || a.Affinity != b.Affinity || len(a.Backends) != len(b.Backends) ||
+		a.NodePort != b.NodePort || a.ExternalPolicy != b.ExternalPolicy ||
+		!slices.Equal(a.ExternalIPs, b.ExternalIPs) || !slices.Equal(a.LoadBalancerIPs, b.LoadBalancerIPs) ||
+		!slices.Equal(a.LocalBackends, b.LocalBackends) {
 		return false
 	}
 	x, y := slices.Clone(a.Backends), slices.Clone(b.Backends)
@@ -148,6 +300,7 @@ func (l Limits) withDefaults() Limits {
 	for _, f := range []struct{ v, def *uint32 }{
 		{&l.Services, &d.Services}, {&l.Backends, &d.Backends}, {&l.Slots, &d.Slots},
 		{&l.PerService, &d.PerService}, {&l.ReverseNAT, &d.ReverseNAT}, {&l.AffinityEntries, &d.AffinityEntries},
+		{&l.Frontends, &d.Frontends}, {&l.Conntrack, &d.Conntrack},
 	} {
 		if *f.v == 0 {
 			*f.v = *f.def

@@ -20,44 +20,18 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-/* From <asm-generic/errno.h> and <linux/in.h>, which need a libc and an
- * <asm/byteorder.h> that the BPF target does not have. */
+#include "common.h"
+
+/* From <asm-generic/errno.h>, which needs an <asm/errno.h> of the target. */
 #define ECONNREFUSED 111
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 
-#define SVC_F_AFFINITY (1U << 0) /* sessionAffinity: ClientIP */
-
-/* Sizes are defaults; the loader overrides max_entries before loading. */
-#define MAX_SERVICES 16384
-#define MAX_SLOTS 131072
-#define MAX_BACKENDS 65536
 #define MAX_REVNAT 131072
-#define MAX_AFFINITY 65536
-
-struct svc_key {
-	__u32 addr[4]; /* network order, IPv4 as ::ffff:a.b.c.d */
-	__u16 port;    /* network order */
-	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP */
-	__u8 pad;
-};
 
 struct svc_val {
 	__u32 id;               /* stable service id, 1..max */
 	__u32 count;            /* number of valid slots; 0 refuses */
 	__u32 flags;            /* SVC_F_* */
 	__u32 affinity_timeout; /* seconds, with SVC_F_AFFINITY */
-};
-
-struct slot_key {
-	__u32 id;
-	__u32 slot;
-};
-
-struct backend {
-	__u32 addr[4]; /* as in svc_key */
-	__u16 port;    /* network order */
-	__u16 pad;
 };
 
 struct revnat_key {
@@ -79,12 +53,6 @@ struct affinity_key {
 	__u32 pad;
 };
 
-struct affinity_val {
-	__u32 backend_id;
-	__u32 slot; /* where backend_id was found, re-checked before reuse */
-	__u64 last_ns;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_SERVICES);
@@ -92,22 +60,6 @@ struct {
 	__type(value, struct svc_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_services SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SLOTS);
-	__type(key, struct slot_key);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kiln_slots SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct backend);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kiln_backends SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -124,11 +76,6 @@ struct {
 	__type(value, struct affinity_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_affinity SEC(".maps");
-
-static __always_inline int is_v4mapped(const __u32 *a)
-{
-	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
-}
 
 /*
  * pick returns the backend for svc and its id through backend_id, or NULL when

@@ -1,0 +1,336 @@
+//go:build linux
+
+package serviceproxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/go-cmp/cmp"
+)
+
+// The TC programs' logic, run on crafted packets with BPF_PROG_TEST_RUN: no links,
+// no traffic. Checksums in the packets the programs write are compared byte for
+// byte with checksums computed here from scratch.
+
+// TCX verdicts (linux/bpf.h, kernel ≥ 6.6).
+const (
+	tcxNext     = ^uint32(0) // -1
+	tcxPass     = 0
+	tcxDrop     = 2
+	tcxRedirect = 7
+)
+
+// csum is the Internet checksum (RFC 1071) of the concatenated parts.
+func csum(parts ...[]byte) uint16 {
+	var sum uint32
+	var odd []byte
+	for _, p := range parts {
+		b := append(odd, p...)
+		odd = nil
+		for len(b) >= 2 {
+			sum += uint32(b[0])<<8 | uint32(b[1])
+			b = b[2:]
+		}
+		if len(b) == 1 {
+			odd = []byte{b[0]}
+		}
+	}
+	if len(odd) == 1 {
+		sum += uint32(odd[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// pkt is the part of an Ethernet/IPv4/TCP-or-UDP packet the tests look at.
+type pkt struct {
+	Proto    Proto
+	Src, Dst netip.AddrPort
+	Payload  string
+	NoCsum   bool // UDP without a checksum
+}
+
+// build makes the frame, with correct checksums.
+func (p pkt) build() []byte {
+	eth := []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
+	var l4 []byte
+	if p.Proto == TCP {
+		l4 = make([]byte, 20)
+		binary.BigEndian.PutUint32(l4[4:], 1000) // seq
+		l4[12] = 5 << 4
+		l4[13] = 0x02 // SYN
+		binary.BigEndian.PutUint16(l4[14:], 64240)
+	} else {
+		l4 = make([]byte, 8)
+		binary.BigEndian.PutUint16(l4[4:], uint16(8+len(p.Payload)))
+	}
+	binary.BigEndian.PutUint16(l4[0:], p.Src.Port())
+	binary.BigEndian.PutUint16(l4[2:], p.Dst.Port())
+	l4 = append(l4, p.Payload...)
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+	binary.BigEndian.PutUint16(ip[4:], 0x1234)
+	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+	ip[8] = 64
+	ip[9] = byte(p.Proto)
+	s, d := p.Src.Addr().As4(), p.Dst.Addr().As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	binary.BigEndian.PutUint16(ip[10:], csum(ip))
+	off := l4CsumOff(p.Proto)
+	if !p.NoCsum {
+		c := csum(pseudo(ip, len(l4)), l4)
+		if p.Proto == UDP && c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(l4[off:], c)
+	}
+	return append(append(eth, ip...), l4...)
+}
+
+func l4CsumOff(p Proto) int {
+	if p == TCP {
+		return 16
+	}
+	return 6
+}
+
+func pseudo(ip []byte, l4len int) []byte {
+	ph := make([]byte, 12)
+	copy(ph, ip[12:20])
+	ph[9] = ip[9]
+	binary.BigEndian.PutUint16(ph[10:], uint16(l4len))
+	return ph
+}
+
+// parse reads a frame the program wrote back, and checks both of its checksums
+// against ones computed from scratch.
+func parse(t *testing.T, b []byte) pkt {
+	t.Helper()
+	ip := b[14:34]
+	l4 := b[34:]
+	proto := Proto(ip[9])
+	s := netip.AddrFrom4([4]byte(ip[12:16]))
+	d := netip.AddrFrom4([4]byte(ip[16:20]))
+	p := pkt{
+		Proto: proto,
+		Src:   netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4[0:])),
+		Dst:   netip.AddrPortFrom(d, binary.BigEndian.Uint16(l4[2:])),
+	}
+	hdr := map[Proto]int{TCP: 20, UDP: 8}[proto]
+	p.Payload = string(l4[hdr:])
+
+	ipCopy := append([]byte(nil), ip...)
+	ipCopy[10], ipCopy[11] = 0, 0
+	if want, got := csum(ipCopy), binary.BigEndian.Uint16(ip[10:]); got != want {
+		t.Errorf("IP checksum %#04x, want %#04x", got, want)
+	}
+	off := l4CsumOff(proto)
+	got := binary.BigEndian.Uint16(l4[off:])
+	if proto == UDP && got == 0 {
+		p.NoCsum = true
+		return p
+	}
+	l4Copy := append([]byte(nil), l4...)
+	l4Copy[off], l4Copy[off+1] = 0, 0
+	want := csum(pseudo(ip, len(l4)), l4Copy)
+	if proto == UDP && want == 0 {
+		want = 0xffff
+	}
+	if got != want {
+		t.Errorf("%s checksum %#04x, want %#04x", proto, got, want)
+	}
+	return p
+}
+
+// skbCtx is a struct __sk_buff up to ifindex, with only ingress_ifindex set.
+func skbCtx(ingressIfindex uint32) []byte {
+	b := make([]byte, 44)
+	binary.NativeEndian.PutUint32(b[36:], ingressIfindex)
+	return b
+}
+
+// run runs prog on p as if it came in on (or went out of) ifindex.
+func run(t *testing.T, prog *ebpf.Program, ifindex uint32, in []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(in)+256)
+	opts := &ebpf.RunOptions{Data: in, DataOut: out, Context: skbCtx(ifindex)}
+	ret, err := prog.Run(opts)
+	if err != nil {
+		t.Fatalf("BPF_PROG_TEST_RUN: %v", err)
+	}
+	return ret, opts.DataOut
+}
+
+// testIfindex is an interface index no link has: the programs' FIB lookup fails on
+// it, so packets they would route themselves go up the stack (TCX_PASS) here.
+const testIfindex = 4242
+
+func TestTCPrograms(t *testing.T) {
+	s := newSandbox(t)
+	p := openProxy(t, s)
+	t.Cleanup(func() { p.Remove() })
+
+	var (
+		node     = netip.MustParseAddr("10.1.0.1")
+		client   = netip.MustParseAddrPort("192.0.2.10:40000")
+		remote   = netip.MustParseAddrPort("10.2.0.2:8080")
+		remote2  = netip.MustParseAddrPort("10.2.0.3:8080")
+		localBE  = netip.MustParseAddrPort("10.1.0.1:8081")
+		extIP    = netip.MustParseAddr("203.0.113.7")
+		lbIP     = netip.MustParseAddr("203.0.113.8")
+		other    = netip.MustParseAddr("198.51.100.1")
+		ingress  = p.tcObjs.KilnTcIngress
+		egress   = p.tcObjs.KilnTcEgress
+		frontend = func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node, port) }
+	)
+	// The link config SetExternalLinks would write for a link with index
+	// testIfindex and address node.
+	if err := p.tcObjs.KilnLinks.Put(uint32(testIfindex), tcLinkCfg{Snat4: addrWords(node)[3]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.tcObjs.KilnNodeAddrs.Put(tcNodeAddr{Addr: addrWords(node)}, uint32(testIfindex)); err != nil {
+		t.Fatal(err)
+	}
+	err := p.Sync([]Service{
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.1"), 80, TCP}, Backends: []netip.AddrPort{remote}, NodePort: 30080},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.1"), 53, UDP}, Backends: []netip.AddrPort{remote}, NodePort: 30053},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.2"), 80, TCP}, Backends: []netip.AddrPort{localBE},
+			LocalBackends: []netip.AddrPort{localBE}, ExternalIPs: []netip.Addr{extIP}, LoadBalancerIPs: []netip.Addr{lbIP}},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.3"), 80, TCP}, Backends: []netip.AddrPort{remote, localBE, remote2},
+			LocalBackends: []netip.AddrPort{localBE}, NodePort: 30081, ExternalPolicy: PolicyLocal},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.4"), 80, TCP}, Backends: []netip.AddrPort{remote},
+			NodePort: 30082, ExternalPolicy: PolicyLocal},
+	})
+	if err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+
+	type step struct {
+		name    string
+		prog    *ebpf.Program
+		in      pkt
+		wantRet []uint32 // any of
+		want    pkt      // zero: the packet must come out unchanged
+	}
+	pass := []uint32{tcxPass}
+	forwarded := []uint32{tcxPass, tcxRedirect}
+	cport := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(client.Addr(), port) }
+	steps := []step{
+		{"tcp nodeport: DNAT to the remote backend, SNAT to the node", ingress,
+			pkt{Proto: TCP, Src: client, Dst: frontend(30080), Payload: "hello"}, forwarded,
+			pkt{Proto: TCP, Src: netip.AddrPortFrom(node, client.Port()), Dst: remote, Payload: "hello"}},
+		{"tcp nodeport: the same flow again", ingress,
+			pkt{Proto: TCP, Src: client, Dst: frontend(30080), Payload: "more"}, forwarded,
+			pkt{Proto: TCP, Src: netip.AddrPortFrom(node, client.Port()), Dst: remote, Payload: "more"}},
+		{"tcp nodeport: the reply, reverse NAT at ingress", ingress,
+			pkt{Proto: TCP, Src: remote, Dst: netip.AddrPortFrom(node, client.Port()), Payload: "world"}, forwarded,
+			pkt{Proto: TCP, Src: frontend(30080), Dst: client, Payload: "world"}},
+		{"udp nodeport: DNAT and SNAT", ingress,
+			pkt{Proto: UDP, Src: cport(40001), Dst: frontend(30053), Payload: "q"}, forwarded,
+			pkt{Proto: UDP, Src: netip.AddrPortFrom(node, 40001), Dst: remote, Payload: "q"}},
+		{"udp nodeport: the reply", ingress,
+			pkt{Proto: UDP, Src: remote, Dst: netip.AddrPortFrom(node, 40001), Payload: "answer"}, forwarded,
+			pkt{Proto: UDP, Src: frontend(30053), Dst: cport(40001), Payload: "answer"}},
+		{"udp without checksum keeps none", ingress,
+			pkt{Proto: UDP, Src: cport(40002), Dst: frontend(30053), Payload: "q", NoCsum: true}, forwarded,
+			pkt{Proto: UDP, Src: netip.AddrPortFrom(node, 40002), Dst: remote, Payload: "q", NoCsum: true}},
+		{"externalIP to a local backend: DNAT only", ingress,
+			pkt{Proto: TCP, Src: cport(40003), Dst: netip.AddrPortFrom(extIP, 80)}, pass,
+			pkt{Proto: TCP, Src: cport(40003), Dst: localBE}},
+		{"externalIP: the local backend's reply, reverse NAT at egress", egress,
+			pkt{Proto: TCP, Src: localBE, Dst: cport(40003), Payload: "hi"}, pass,
+			pkt{Proto: TCP, Src: netip.AddrPortFrom(extIP, 80), Dst: cport(40003), Payload: "hi"}},
+		{"load balancer IP", ingress,
+			pkt{Proto: TCP, Src: cport(40004), Dst: netip.AddrPortFrom(lbIP, 80)}, pass,
+			pkt{Proto: TCP, Src: cport(40004), Dst: localBE}},
+		{"local policy without a local backend drops", ingress,
+			pkt{Proto: TCP, Src: cport(40005), Dst: frontend(30082)}, []uint32{tcxDrop}, pkt{}},
+		{"unknown port passes untouched", ingress,
+			pkt{Proto: TCP, Src: cport(40006), Dst: frontend(31999)}, []uint32{tcxNext}, pkt{}},
+		{"nodeport on an address that is not the node's passes untouched", ingress,
+			pkt{Proto: TCP, Src: cport(40007), Dst: netip.AddrPortFrom(other, 30080)}, []uint32{tcxNext}, pkt{}},
+		{"egress without a flow passes untouched", egress,
+			pkt{Proto: UDP, Src: frontend(5353), Dst: cport(40008), Payload: "x"}, []uint32{tcxNext}, pkt{}},
+	}
+	// Local policy: whichever the client port, only the local backend, and the
+	// client's address is kept.
+	for i := range 20 {
+		c := cport(41000 + uint16(i))
+		steps = append(steps, step{fmt.Sprintf("local policy %d", i), ingress,
+			pkt{Proto: TCP, Src: c, Dst: frontend(30081)}, pass, pkt{Proto: TCP, Src: c, Dst: localBE}})
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			in := st.in.build()
+			ret, out := run(t, st.prog, testIfindex, in)
+			okRet := false
+			for _, r := range st.wantRet {
+				okRet = okRet || r == ret
+			}
+			if !okRet {
+				t.Errorf("verdict %d, want one of %v", int32(ret), st.wantRet)
+			}
+			if st.want == (pkt{}) {
+				if diff := cmp.Diff(in, out); diff != "" && ret != tcxDrop {
+					t.Errorf("packet changed (-in +out):\n%s", diff)
+				}
+				return
+			}
+			if len(out) != len(in) {
+				t.Fatalf("packet length %d, want %d", len(out), len(in))
+			}
+			if diff := cmp.Diff(st.want, parse(t, out), cmpServices); diff != "" {
+				t.Errorf("packet (-want +got):\n%s", diff)
+			}
+			// The program's checksums equal a full rebuild of the expected packet.
+			if diff := cmp.Diff(st.want.build()[14:], out[14:]); diff != "" {
+				t.Errorf("bytes differ from a packet built with the expected addresses (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("snat port clash picks another port", func(t *testing.T) {
+		// A second client with the same source port, to the same backend:
+		// the node's side of it needs another port.
+		c2 := netip.MustParseAddrPort("192.0.2.11:40000")
+		ret, out := run(t, ingress, testIfindex, pkt{Proto: TCP, Src: c2, Dst: frontend(30080)}.build())
+		if ret != tcxPass && ret != tcxRedirect {
+			t.Fatalf("verdict %d", int32(ret))
+		}
+		got := parse(t, out)
+		if got.Src.Addr() != node || got.Src.Port() == client.Port() || got.Dst != remote {
+			t.Fatalf("second client's packet became %s -> %s, want %s:<not %d> -> %s", got.Src, got.Dst, node, client.Port(), remote)
+		}
+		// Its reply goes back to it, the first client's to the first.
+		_, out = run(t, ingress, testIfindex, pkt{Proto: TCP, Src: remote, Dst: got.Src}.build())
+		if r := parse(t, out); r.Src != frontend(30080) || r.Dst != c2 {
+			t.Errorf("second reply became %s -> %s, want %s -> %s", r.Src, r.Dst, frontend(30080), c2)
+		}
+		_, out = run(t, ingress, testIfindex, pkt{Proto: TCP, Src: remote, Dst: netip.AddrPortFrom(node, client.Port())}.build())
+		if r := parse(t, out); r.Src != frontend(30080) || r.Dst != client {
+			t.Errorf("first reply became %s -> %s, want %s -> %s", r.Src, r.Dst, frontend(30080), client)
+		}
+	})
+
+	t.Run("deleted frontend stops translating", func(t *testing.T) {
+		if err := p.Delete(ServiceKey{netip.MustParseAddr("10.96.0.1"), 80, TCP}); err != nil {
+			t.Fatal(err)
+		}
+		in := pkt{Proto: TCP, Src: client, Dst: frontend(30080)}.build()
+		ret, out := run(t, ingress, testIfindex, in)
+		if ret != tcxNext {
+			t.Errorf("verdict %d, want TCX_NEXT", int32(ret))
+		}
+		if diff := cmp.Diff(in, out); diff != "" {
+			t.Errorf("packet changed (-in +out):\n%s", diff)
+		}
+	})
+}
