@@ -67,11 +67,12 @@ inputs: ## Fetch the pinned Debian packages images take into _out/cache (apt-get
 	images/fetch-inputs.sh $(OUT)/cache
 
 .PHONY: image
-image: ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,iso,uki,kernel
+image: ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,iso,uki,kernel [COMPONENTS=dir of make components, e.g. /var/cache/kiln/components/amd64]
 	@mkdir -p $(OUT)
 	$(GOBUILD) -o $(OUT)/machined-$(BOARD) ./machined/cmd/machined
 	$(GO) run ./tools/kctl image build --board $(BOARD) --format $(or $(FORMAT),raw) \
-	  --inputs $(OUT)/cache --machined $(OUT)/machined-$(BOARD) --output $(OUT)/images/$(BOARD)
+	  --inputs $(OUT)/cache --machined $(OUT)/machined-$(BOARD) --output $(OUT)/images/$(BOARD) \
+	  $(if $(COMPONENTS),--components $(COMPONENTS))
 
 .PHONY: components
 components: ## Build kube (k8s+etcd), containerd, runc, CNI, pause/CoreDNS images from pinned sources (cached by pins).

@@ -224,3 +224,49 @@ func Supports(b Board, f Format) bool {
 	}
 	return false
 }
+
+// EFI partition sizing. A UKI holds the kernel, the initramfs and the root squashfs, so
+// its size depends on what the image carries (about 17 MB bare, about 100 MB with the
+// Kubernetes components); the EFI partition holds two of them (slots A and B).
+const (
+	// EFIHeadroomDiv: each slot gets room for a UKI a quarter larger than this build's,
+	// so an update to a somewhat bigger release still fits beside the running one.
+	EFIHeadroomDiv = 4
+	// EFIOverhead covers the FAT tables, directories and cluster rounding.
+	EFIOverhead = 4 * MiB
+	// EFIAlign is the step the partition grows by.
+	EFIAlign = 16 * MiB
+)
+
+// EFISize is the EFI partition size for UKIs of ukiSize bytes plus other bytes of files
+// (bootloader, loader.conf) on a board whose layout asks for min: min when two UKIs with
+// headroom fit in it, otherwise the size they need rounded up to EFIAlign. Images whose
+// UKIs fit the board's size keep exactly the board's layout.
+func EFISize(min, ukiSize, other int64) int64 {
+	need := 2*(ukiSize+ukiSize/EFIHeadroomDiv) + other + EFIOverhead
+	if need <= min {
+		return min
+	}
+	return (need + EFIAlign - 1) / EFIAlign * EFIAlign
+}
+
+// WithEFISize returns a copy of l with the EFI partition's size set to size.
+func (l Layout) WithEFISize(size int64) Layout {
+	out := Layout{Table: l.Table, Partitions: append([]Partition(nil), l.Partitions...)}
+	for i := range out.Partitions {
+		if out.Partitions[i].Label == LabelEFI {
+			out.Partitions[i].Size = size
+		}
+	}
+	return out
+}
+
+// PartitionSize is the size of the partition labelled label, 0 if l has none.
+func (l Layout) PartitionSize(label string) int64 {
+	for _, p := range l.Partitions {
+		if p.Label == label {
+			return p.Size
+		}
+	}
+	return 0
+}

@@ -54,3 +54,45 @@ func TestCmdlineAndPackages(t *testing.T) {
 		t.Errorf("Packages() mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestEFISize(t *testing.T) {
+	const mb = 1000 * 1000
+	tests := []struct {
+		name       string
+		uki, other int64
+		want       int64
+	}{
+		{"bare image keeps the board's size", 17 * mb, 160 * 1024, 256 * boards.MiB},
+		{"components image that fits keeps it", 100 * mb, 160 * 1024, 256 * boards.MiB},
+		{"bigger UKI grows to a 16 MiB step", 110 * mb, 160 * 1024, 272 * boards.MiB},
+		{"much bigger", 300 * mb, 0, 720 * boards.MiB},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := boards.EFISize(256*boards.MiB, tt.uki, tt.other)
+			if got != tt.want {
+				t.Errorf("EFISize(256 MiB, %d, %d) = %d MiB, want %d MiB", tt.uki, tt.other, got/boards.MiB, tt.want/boards.MiB)
+			}
+			if need := 2*tt.uki + tt.other; got < need {
+				t.Errorf("EFISize(256 MiB, %d, %d) = %d: two UKIs (%d) do not fit", tt.uki, tt.other, got, need)
+			}
+			if got%boards.MiB != 0 {
+				t.Errorf("EFISize = %d, not a multiple of 1 MiB", got)
+			}
+		})
+	}
+}
+
+func TestWithEFISize(t *testing.T) {
+	l := boards.GenericAMD64().Layout()
+	g := l.WithEFISize(512 * boards.MiB)
+	if got := g.PartitionSize(boards.LabelEFI); got != 512*boards.MiB {
+		t.Errorf("WithEFISize: EFI = %d, want 512 MiB", got)
+	}
+	if got := l.PartitionSize(boards.LabelEFI); got != 256*boards.MiB {
+		t.Errorf("WithEFISize changed the board's layout: EFI = %d", got)
+	}
+	if diff := cmp.Diff(l.Partitions[1:], g.Partitions[1:]); diff != "" {
+		t.Errorf("other partitions changed (-board +sized):\n%s", diff)
+	}
+}

@@ -10,22 +10,24 @@ type generic struct {
 
 // Early modules: block and storage drivers, the root squashfs, the filesystems of the
 // disk layout (nls_ascii: Debian's FAT default iocharset; crc32c_generic: ext4 asks the
-// crypto API for it at mount time, which no dependency records), and dm-verity. virtio,
-// virtio_pci, devtmpfs and serial are built in. Init loads a driver (a module with bus
-// aliases: ahci, nvme, usb_storage, …) only when coldplug finds its device, so a long
-// list costs a VM nothing; the others (filesystems, loop, dm-verity) load every boot.
+// crypto API for it at mount time, which no dependency records). virtio, virtio_pci,
+// devtmpfs and serial are built in. Init loads a driver (a module with bus aliases:
+// ahci, nvme, usb_storage, …) only when coldplug finds its device, so a long list costs
+// a VM nothing; the others (filesystems, loop) load every boot, before machined starts,
+// so keep them to what the first mounts need.
 var genericEarly = []string{
 	"virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "sr_mod", "mmc_block", "sdhci_pci",
-	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "overlay", "vfat", "nls_cp437",
-	"nls_iso8859_1", "nls_ascii", "crc32c_generic", "ext4", "dm_verity",
+	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "vfat", "nls_cp437",
+	"nls_iso8859_1", "nls_ascii", "crc32c_generic", "ext4",
 }
 
 // Late modules: networking, netfilter, bridging and tunnels for the pod network and
-// the service proxy.
+// the service proxy, overlay (containerd's snapshots) and dm-verity. Init loads them
+// after the switch of root, beside machined's start.
 var genericLate = []string{
 	"virtio_net", "e1000", "e1000e", "bridge", "br_netfilter", "veth", "vxlan", "nf_conntrack",
 	"nf_nat", "xt_conntrack", "xt_MASQUERADE", "iptable_nat", "iptable_filter", "ip6table_filter",
-	"ip6table_nat", "sch_fq_codel", "tun", "wireguard", "dummy", "virtio_rng", "efivarfs",
+	"ip6table_nat", "sch_fq_codel", "tun", "wireguard", "dummy", "virtio_rng", "efivarfs", "overlay", "dm_verity",
 }
 
 func (g generic) Name() string { return g.name }
@@ -71,7 +73,8 @@ func (g generic) Layout() Layout {
 	return Layout{
 		Table: GPT,
 		Partitions: []Partition{
-			// Two UKIs (A and B) of up to ~90 MiB each, plus systemd-boot and margin.
+			// At least this: two UKIs (A and B) of up to ~100 MB each with a quarter of
+			// headroom, plus systemd-boot. The builder grows it for bigger UKIs (EFISize).
 			{Label: LabelEFI, Size: 256 * MiB, Filesystem: FAT32},
 			{Label: LabelMeta, Size: 1 * MiB, Filesystem: Unformatted},
 			{Label: LabelState, Size: 100 * MiB, Filesystem: FAT32},

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/components/componentstest"
 )
 
 // inputsCopy makes an inputs directory of symlinks to the real inputs, with edit applied.
@@ -59,6 +60,13 @@ func TestBadInput(t *testing.T) {
 		}, `config: kind: "Nope" is not MachineConfig`},
 		{"init not a file", func(o *Options) { o.Init = t.TempDir() }, "--init"},
 		{"unsupported format", func(o *Options) { o.Formats = []boards.Format{"floppy"} }, "does not support format floppy"},
+		{"components for the other arch", func(o *Options) { o.Components = componentstest.Write(t, "arm64") },
+			"every binary and image is built for arm64, the board needs amd64"},
+		{"components incomplete", func(o *Options) {
+			o.Components = componentstest.Write(t, "amd64")
+			os.Remove(filepath.Join(o.Components, "runc", "runc"))
+		}, "missing runc/runc"},
+		{"components not a directory", func(o *Options) { o.Components = notDir }, "components " + notDir + ": not a directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/components"
 	"github.com/kiln-os/kiln/images/disk"
 	"github.com/kiln-os/kiln/images/fstree"
 	"github.com/kiln-os/kiln/images/initramfs"
@@ -25,6 +26,9 @@ import (
 type Result struct {
 	Files         []string // absolute paths in OutputDir
 	KernelRelease string
+	// RootImageSize is the compressed root squashfs, UKISize the UKI (0 when no output
+	// needs one), EFISize the EFI partition of raw and qcow2 outputs (0 without them).
+	RootImageSize, UKISize, EFISize int64
 }
 
 func (o *Options) wants(f boards.Format) bool {
@@ -76,6 +80,12 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	if err := st.Verify(b); err != nil {
 		return nil, err
 	}
+	var comps *components.Set
+	if o.Components != "" {
+		if comps, err = components.Load(o.Components, b.Arch()); err != nil {
+			return nil, err
+		}
+	}
 	if err := squashfs.Available(); err != nil {
 		return nil, err
 	}
@@ -119,7 +129,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	root, err := rootTree(&o, st, k, machined)
+	root, err := rootTree(&o, st, k, machined, comps)
 	if err != nil {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
@@ -129,6 +139,10 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	if err := squashfs.Write(ctx, root, rootImg, squashfs.Options{Epoch: o.Epoch, TempDir: tmp, Compression: comp}); err != nil {
+		return nil, err
+	}
+	done := &Result{KernelRelease: k.Release}
+	if done.RootImageSize, err = fileSize(rootImg); err != nil {
 		return nil, err
 	}
 
@@ -149,13 +163,21 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 		if err := writeUKI(&o, st, k, irPath, cmdline, ukiPath); err != nil {
 			return nil, err
 		}
+		if done.UKISize, err = fileSize(ukiPath); err != nil {
+			return nil, err
+		}
 	}
 
 	var efi, isoEFI *fstree.Tree
+	layout := b.Layout()
 	if o.wants(boards.FormatRaw) || o.wants(boards.FormatQCOW2) || o.wants(boards.FormatISO) {
 		loader, err := packageFile(st, *b.Boot().Bootloader)
 		if err != nil {
 			return nil, err
+		}
+		layout = sizedLayout(layout, done.UKISize, int64(len(loader)+len(LoaderConf)))
+		if o.wants(boards.FormatRaw) || o.wants(boards.FormatQCOW2) {
+			done.EFISize = layout.PartitionSize(boards.LabelEFI)
 		}
 		if efi, err = efiTree(b, loader, ukiPath, UKIName); err != nil {
 			return nil, err
@@ -191,7 +213,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 			}
 		case boards.FormatRaw, boards.FormatQCOW2:
 			if _, err := os.Stat(rawPath); errors.Is(err, fs.ErrNotExist) {
-				if err := writeRaw(&o, efi, rawPath); err != nil {
+				if err := writeRaw(&o, layout, efi, rawPath); err != nil {
 					return nil, err
 				}
 			}
@@ -219,7 +241,6 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	done := &Result{KernelRelease: k.Release}
 	for _, f := range boards.AllFormats {
 		if !o.wants(f) {
 			continue
@@ -267,14 +288,27 @@ func writeUKI(o *Options, st *inputs.Store, k *kernel.Extracted, irPath, cmdline
 	return writeWith(out, func(f *os.File) error { return uki.Write(f, stub, secs) })
 }
 
-func writeRaw(o *Options, efi *fstree.Tree, path string) error {
+// sizedLayout is the board's layout with the EFI partition grown, when needed, to hold
+// two UKIs of ukiSize bytes with headroom besides other bytes of files (boards.EFISize).
+func sizedLayout(l boards.Layout, ukiSize, other int64) boards.Layout {
+	min := l.PartitionSize(boards.LabelEFI)
+	if min == 0 {
+		return l
+	}
+	if size := boards.EFISize(min, ukiSize, other); size != min {
+		return l.WithEFISize(size)
+	}
+	return l
+}
+
+func writeRaw(o *Options, layout boards.Layout, efi *fstree.Tree, path string) error {
 	state := fstree.New()
 	if o.Config != nil {
 		if err := state.AddData(StateConfig, 0o600, o.Config); err != nil {
 			return err
 		}
 	}
-	return disk.WriteGPT(path, o.Board.Layout(), disk.Options{
+	return disk.WriteGPT(path, layout, disk.Options{
 		Seed:  o.Seed,
 		Epoch: o.Epoch,
 		Contents: map[string]*fstree.Tree{
@@ -282,6 +316,14 @@ func writeRaw(o *Options, efi *fstree.Tree, path string) error {
 			boards.LabelState: state,
 		},
 	})
+}
+
+func fileSize(p string) (int64, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
 }
 
 func writeWith(path string, fn func(*os.File) error) error {

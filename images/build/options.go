@@ -40,6 +40,10 @@ type Options struct {
 	ValidateConfig func([]byte) error
 	// Extras go into the root filesystem.
 	Extras []Extra
+	// Components is a directory of upstream components for the board's arch in the
+	// layout controlplane/build.sh writes ($KILN_COMPONENTS/<arch>); empty: none. They
+	// go into the root filesystem at the paths of package images/components.
+	Components string
 	// Epoch fixes every timestamp; Seed fixes the GUIDs (default: board name).
 	Epoch int64
 	Seed  string

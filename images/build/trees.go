@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/components"
 	"github.com/kiln-os/kiln/images/deb"
 	"github.com/kiln-os/kiln/images/fstree"
 	"github.com/kiln-os/kiln/images/inputs"
@@ -118,7 +119,7 @@ func addModules(t *fstree.Tree, k *kernel.Extracted, stages ...kmod.Stage) error
 }
 
 // rootTree is the content of the root squashfs.
-func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string) (*fstree.Tree, error) {
+func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string, comps *components.Set) (*fstree.Tree, error) {
 	t := fstree.New()
 	// system/state is where machined mounts STATE on a node.
 	for _, d := range []string{"dev", "proc", "sys", "run", "var", "etc", "usr/bin", "usr/lib", "mnt", "boot", "system/state"} {
@@ -150,6 +151,11 @@ func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string
 	// the root, init's coldplug may load any manifest module by its path.
 	if err := addModules(t, k, kmod.Early, kmod.Late); err != nil {
 		return nil, err
+	}
+	if comps != nil {
+		if err := comps.AddTo(t); err != nil {
+			return nil, fmt.Errorf("components: %w", err)
+		}
 	}
 	for _, x := range o.Extras {
 		dst := strings.TrimPrefix(path.Clean("/"+x.Dst), "/")

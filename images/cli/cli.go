@@ -33,7 +33,7 @@ func NewCommand() *cobra.Command {
 
 type buildFlags struct {
 	board, formats, output, config, inputs, cache string
-	init, machined, seed, version                 string
+	init, machined, seed, version, components     string
 	extras                                        []string
 	verbose                                       bool
 }
@@ -64,6 +64,7 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.machined, "machined", "", "machined binary for the board's arch (default: go build ./machined/cmd/machined)")
 	fl.StringVar(&f.seed, "seed", "", "seed for partition and disk GUIDs (default: board name)")
 	fl.StringVar(&f.version, "version", "dev", "version written into os-release")
+	fl.StringVar(&f.components, "components", "", "directory of upstream components for the board's arch, as controlplane/build.sh writes it ($KILN_COMPONENTS/<arch>): kube, containerd, runc, CNI plugins and preloaded images go into the root filesystem")
 	fl.StringArrayVar(&f.extras, "extra", nil, "HOSTPATH:ROOTPATH to add to the root filesystem (repeatable)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log every step")
 	return cmd
@@ -88,7 +89,7 @@ func options(f buildFlags) (build.Options, error) {
 	}
 	o := build.Options{
 		Board: b, OutputDir: f.output, InputsDir: f.inputs, CacheDir: f.cache,
-		Init: f.init, Machined: f.machined, Seed: f.seed, Version: f.version,
+		Init: f.init, Machined: f.machined, Seed: f.seed, Version: f.version, Components: f.components,
 		ValidateConfig: func(data []byte) error {
 			_, err := config.Parse(data)
 			return err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/build"
+	"github.com/kiln-os/kiln/images/components/componentstest"
 )
 
 func run(t *testing.T, args ...string) (string, string, error) {
@@ -114,5 +115,28 @@ func TestBuildAndInspect(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+func TestBuildComponentsChecked(t *testing.T) {
+	in := inputsDir(t)
+	arm := componentstest.Write(t, "arm64")
+	tests := []struct {
+		name, dir, want string
+	}{
+		{"missing", filepath.Join(t.TempDir(), "nope"), "no such file or directory"},
+		{"other arch", arm, "every binary and image is built for arm64, the board needs amd64"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			_, _, err := run(t, "build", "--board", "generic-amd64", "--inputs", in, "--output", out, "--components", tt.dir)
+			if err == nil || !strings.HasPrefix(err.Error(), "components "+tt.dir+": ") || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("build --components %s: error = %v, want components %s: …%s…", tt.dir, err, tt.dir, tt.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Errorf("output directory created by a failed build")
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ package fstree
 
 import (
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -203,11 +204,7 @@ func (t *Tree) Stage(dir string) error {
 				return err
 			}
 		case File:
-			data, err := e.ReadAll()
-			if err != nil {
-				return fmt.Errorf("stage %s: %w", e.Path, err)
-			}
-			if err := os.WriteFile(p, data, 0o600); err != nil {
+			if err := stageFile(e, p); err != nil {
 				return fmt.Errorf("stage %s: %w", e.Path, err)
 			}
 		case Symlink:
@@ -234,6 +231,28 @@ func (t *Tree) Stage(dir string) error {
 		}
 	}
 	return nil
+}
+
+// stageFile writes e's content to p, streaming host files (components are hundreds
+// of MB) instead of holding them in memory.
+func stageFile(e Entry, p string) error {
+	if e.Src == "" {
+		return os.WriteFile(p, e.Data, 0o600)
+	}
+	r, err := os.Open(e.Src)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
 }
 
 // unixPerm turns Go's mode bits into Unix permission bits.

@@ -53,10 +53,16 @@ func TestExtractAMD64(t *testing.T) {
 			}
 		}
 	}
-	for _, early := range []string{"squashfs", "ext4", "jbd2", "virtio_blk", "nvme", "dm_verity", "loop", "overlay"} {
+	for _, early := range []string{"squashfs", "ext4", "jbd2", "virtio_blk", "nvme", "loop"} {
 		i, ok := pos[early]
 		if !ok || e.Manifest.Modules[i].Stage != kmod.Early {
 			t.Errorf("module %s not in the early set", early)
+		}
+	}
+	for _, late := range []string{"dm_verity", "overlay", "bridge"} {
+		i, ok := pos[late]
+		if !ok || e.Manifest.Modules[i].Stage != kmod.Late {
+			t.Errorf("module %s not in the late set", late)
 		}
 	}
 	vn := e.Manifest.Modules[pos["virtio_net"]]
