@@ -1,9 +1,11 @@
 // Command init is Kiln's PID 1. It runs from the initramfs: mounts the kernel
-// filesystems, loads the modules the root mount needs (loop, squashfs), mounts the root
-// squashfs read-only through a loop device, loads in parallel the filesystems every
-// boot needs and, by coldplug, the drivers of the devices present, switches into the
-// root, and then supervises machined (restart with backoff, orphan reaping) until
-// machined or the kernel asks for a reboot or power-off, which it carries out in order.
+// filesystems, loads the modules the root mount needs (loop, squashfs) and, beside the
+// root mount, the filesystems every boot needs, mounts the root squashfs read-only
+// through a loop device, switches into the root, and then supervises machined (restart
+// with backoff, orphan reaping) until machined or the kernel asks for a reboot or
+// power-off, which it carries out in order. The device drivers (by coldplug) and the
+// late modules load in a child of the supervising init while machined starts; it
+// creates handoff.DriversLoaded when done.
 //
 // Nothing else runs: there is no shell. Settings come from the kernel command line
 // (see internal/cmdline); logs go to /dev/kmsg.
@@ -14,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -24,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-os/kiln/init/handoff"
 	"github.com/kiln-os/kiln/init/internal/boot"
 	"github.com/kiln-os/kiln/init/internal/cmdline"
 	"github.com/kiln-os/kiln/init/internal/modules"
@@ -54,7 +58,14 @@ func main() {
 // kernel cannot pass this argv[0], so the command line cannot skip the boot phase.
 const superviseArg0 = "kiln-init:supervise"
 
+// driversArg0 is argv[0] of the child the supervising init starts to load the device
+// drivers (loadDrivers). Like superviseArg0, the kernel cannot pass it.
+const driversArg0 = "kiln-init:drivers"
+
 func run(_ []string) error {
+	if os.Args[0] == driversArg0 && os.Getppid() == 1 {
+		return loadDrivers()
+	}
 	if os.Getpid() != 1 {
 		return fmt.Errorf("init must run as PID 1 (it is %d)", os.Getpid())
 	}
@@ -93,25 +104,29 @@ func run(_ []string) error {
 		log.Warn("disable hard Ctrl-Alt-Del", "err", err)
 	}
 
-	// First only what mounting the root needs (loop and squashfs, unless built in).
-	// Then, with the root mounted at newRoot but not yet switched to, everything else
-	// at once: the filesystems every boot needs and, by coldplug, the drivers of the
-	// devices present, early modules from the initramfs and late ones from the new
-	// root, and machined read ahead into the page cache.
+	// Only what the path to machined needs loads before the switch: what mounting the
+	// root needs (loop and squashfs, unless built in) and, beside the root mount, the
+	// filesystems every boot mounts (the board's early modules without device
+	// aliases). Device drivers load after the switch, in a child of the supervising
+	// init (loadDrivers) while machined starts: a slow probe (ahci waits for its SATA
+	// links) then delays only the disks behind it, which machined waits for.
 	start := time.Now()
-	// The first coldplug scan needs only /sys: it runs beside the root mount.
-	prescan := make(chan []string, 1)
-	var set *modules.Set
+	var wg sync.WaitGroup
 	if params.Modules {
-		go func() {
-			as, _ := modules.BusModaliases("/sys/bus")
-			prescan <- as
-		}()
-		var err error
-		if set, err = moduleSet("/", release, log); err != nil {
+		set, err := moduleSet("/", release, log)
+		if err != nil {
 			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
-		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
-			log.Error("modules for the root filesystem", "err", err)
+		} else {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := set.LoadModules(set.Manifest.Unconditional(modules.Early)); err != nil {
+					log.Error("filesystem modules", "err", err)
+				}
+			}()
+			if err := set.LoadProviders(rootNeeds()...); err != nil {
+				log.Error("modules for the root filesystem", "err", err)
+			}
 		}
 	}
 
@@ -120,49 +135,9 @@ func run(_ []string) error {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev)
-
-	var wg sync.WaitGroup
-	if set != nil {
-		// The initramfs holds the early modules, the root every module.
-		set.StageRoots = map[string]string{modules.Late: newRoot}
-		first := <-prescan
-		// Drivers first: the slowest chains (scsi_mod, libata, ahci and its port
-		// probe) start before the filesystems take the semaphore.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			scan := func() ([]string, error) {
-				if first != nil {
-					as := first
-					first = nil
-					return as, nil
-				}
-				return modules.BusModaliases("/sys/bus")
-			}
-			loaded, err := set.Coldplug(scan, 4)
-			if err != nil {
-				log.Error("coldplug", "err", err)
-			}
-			log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
-		}()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := set.LoadModules(set.Manifest.Unconditional(modules.Early)); err != nil {
-				log.Error("filesystem modules", "err", err)
-			}
-		}()
-	}
-	// machined's pages come from the compressed squashfs: reading it now, beside the
-	// module loads, takes the decompression off the path from exec to machined's start.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		readAhead(filepath.Join(newRoot, params.Machined))
-	}()
 	// The switch deletes the initramfs' files: the loads from it end first.
 	wg.Wait()
-	log.Info("modules loaded", "took", time.Since(start).Round(time.Millisecond))
+	log.Info("early modules loaded", "took", time.Since(start).Round(time.Millisecond))
 
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
@@ -197,6 +172,7 @@ func superviseMachined() error {
 	con := boot.OpenConsole()
 	params, _ := cmdline.Parse(readFile("/proc/cmdline"))
 	log := newLogger(con, params.Debug)
+	startDrivers(params.Modules, log)
 	sup := &supervise.Supervisor{
 		Path:        params.Machined,
 		Env:         []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"},
@@ -251,15 +227,81 @@ func rootNeeds() []string {
 	return need
 }
 
-// readAhead reads a file once so its pages are in the page cache; errors do not matter
-// (the exec reports them).
-func readAhead(path string) {
-	f, err := os.Open(path)
-	if err != nil {
+// startDrivers starts the child that loads the device drivers and late modules
+// (loadDrivers), or marks both done at once when modules are off. The child is reaped by the supervisor like
+// any other; machined learns the outcome from handoff.DriversLoaded.
+func startDrivers(enabled bool, log *slog.Logger) {
+	if !enabled {
+		markDriversDone(log)
 		return
 	}
-	defer f.Close()
-	_, _ = io.Copy(io.Discard, f)
+	// The child is init's own binary again: the initramfs copy is deleted, but the
+	// running executable stays reachable through /proc/self/exe.
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{driversArg0}
+	cmd.Env = []string{"GODEBUG=disablethp=1"}
+	if err := cmd.Start(); err != nil {
+		log.Error("start the driver loader; drivers stay unloaded", "err", err)
+		markDriversDone(log)
+		return
+	}
+	// Not waited for here: the supervisor's reaper collects it.
+	_ = cmd.Process.Release()
+}
+
+func markDriversDone(log *slog.Logger) {
+	mark(handoff.DriversLoaded, log)
+	mark(handoff.ModulesLoaded, log)
+}
+
+// mark creates one of the handoff files.
+func mark(path string, log *slog.Logger) {
+	err := os.MkdirAll(filepath.Dir(path), 0o755)
+	if err == nil {
+		err = os.WriteFile(path, nil, 0o644)
+	}
+	if err != nil {
+		log.Error("mark for machined", "path", path, "err", err)
+	}
+}
+
+// loadDrivers runs in a child of the supervising init, beside machined: it loads, by
+// coldplug, the drivers of the devices present and creates handoff.DriversLoaded, then
+// loads the board's late modules (bridge, netfilter, overlay, …) and exits. Modules
+// come from the root, which holds every one; those init loaded before the switch are
+// skipped.
+func loadDrivers() error {
+	runtime.GOMAXPROCS(runtime.NumCPU())
+	debug.SetMemoryLimit(64 << 20)
+	start := time.Now()
+	con := boot.OpenConsole()
+	params, _ := cmdline.Parse(readFile("/proc/cmdline"))
+	log := newLogger(con, params.Debug).With("component", "drivers")
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	set, err := moduleSet("/", unix.ByteSliceToString(uts.Release[:]), log)
+	if err != nil {
+		log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
+		markDriversDone(log)
+		return nil
+	}
+	if err := set.AdoptLoaded("/proc/modules"); err != nil {
+		log.Warn("modules loaded before the switch", "err", err)
+	}
+	loaded, err := set.Coldplug(func() ([]string, error) { return modules.BusModaliases("/sys/bus") }, 4)
+	if err != nil {
+		log.Error("coldplug", "err", err)
+	}
+	log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
+	// machined waits for the drivers (its disk, its links) first; for the late
+	// modules only when it applies a stored configuration.
+	mark(handoff.DriversLoaded, log)
+	if err := set.LoadModules(set.Manifest.Unconditional(modules.Late)); err != nil {
+		log.Error("late modules", "err", err)
+	}
+	mark(handoff.ModulesLoaded, log)
+	log.Info("modules loaded", "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func readFile(p string) string {

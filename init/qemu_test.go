@@ -108,7 +108,7 @@ func TestBootInQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("QEMU start → machined started: %s", time.Since(vm.Started()).Round(time.Millisecond))
-	for _, want := range []string{"ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "virtio_net=true", "initramfs-freed=true"} {
+	for _, want := range []string{"ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "drivers=true", "virtio_net=true", "initramfs-freed=true"} {
 		if !strings.Contains(first[0], want) {
 			t.Errorf("first run: %q lacks %q", first[0], want)
 		}

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kiln-os/kiln/init/handoff"
 	"github.com/kiln-os/kiln/machined/platform"
 	"github.com/kiln-os/kiln/machined/version"
 	"github.com/kiln-os/kiln/networking"
@@ -42,14 +44,82 @@ type NodeOptions struct {
 	// SysClassBlock, DevDir, Cmdline and MountsPath are /sys/class/block,
 	// /dev, /proc/cmdline and /proc/self/mounts when empty.
 	SysClassBlock, DevDir, Cmdline, MountsPath string
+	// DriversLoaded and ModulesLoaded are the files init creates once the device
+	// drivers, and then the late modules, are loaded (handoff.DriversLoaded and
+	// handoff.ModulesLoaded when empty).
+	DriversLoaded, ModulesLoaded string
+}
+
+// How long machined looks for the system disk while init still loads drivers: a
+// poll interval, and a limit for a loader that never finishes.
+const (
+	diskPoll = 20 * time.Millisecond
+	diskWait = 2 * time.Minute
+)
+
+// waitSystemDisk calls find until it returns a disk. Until driversDone reports true a
+// driver may still bring the disk, so a miss is retried every poll; after it, one more
+// miss is final (a live ISO has no system disk). limit guards against a loader that
+// never finishes.
+func waitSystemDisk(find func() (*platform.Disk, error), driversDone func() bool, poll, limit time.Duration, log *slog.Logger) (*platform.Disk, error) {
+	deadline := time.Now().Add(limit)
+	waited := false
+	for {
+		done := driversDone()
+		disk, err := find()
+		if err == nil || done {
+			return disk, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("drivers still loading after %s: %w", limit, err)
+		}
+		if !waited {
+			log.Info("waiting for the system disk while drivers load")
+			waited = true
+		}
+		time.Sleep(poll)
+	}
+}
+
+// waitFile waits until path exists, polling, for at most limit.
+func waitFile(path string, poll, limit time.Duration) bool {
+	exists := fileExists(path)
+	for deadline := time.Now().Add(limit); !exists(); time.Sleep(poll) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// WaitModules waits (for at most a few minutes) until init has loaded the late
+// modules: bridge, bonding, netfilter and the like, which a configuration may need.
+func (n *Node) WaitModules() {
+	start := time.Now()
+	if !waitFile(n.modulesLoaded, diskPoll, diskWait) {
+		n.log.Warn("late modules still loading; going on", "waited", diskWait)
+		return
+	}
+	if d := time.Since(start); d > diskPoll {
+		n.log.Info("waited for the late modules", "took", d.Round(time.Millisecond))
+	}
+}
+
+func fileExists(path string) func() bool {
+	return func() bool {
+		_, err := os.Stat(path)
+		return err == nil
+	}
 }
 
 // Node is what PrepareNode set up: the daemon's directories on the node's
 // partitions, its host network and the power seam through init.
 type Node struct {
-	log     *slog.Logger
-	mounts  string
-	mounted []string // by this machined, in mount order
+	log           *slog.Logger
+	mounts        string
+	mounted       []string // by this machined, in mount order
+	modulesLoaded string
+	grown         chan struct{} // closed when growing EPHEMERAL is over; nil: no growing
 
 	StateDir, LogDir string
 	// Debug is kiln.debug on the kernel command line: debug actions and
@@ -83,7 +153,9 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	def(&opts.DevDir, "/dev")
 	def(&opts.Cmdline, "/proc/cmdline")
 	def(&opts.MountsPath, "/proc/self/mounts")
-	n := &Node{log: opts.Log, mounts: opts.MountsPath, LogDir: filepath.Join(VarMount, "log")}
+	def(&opts.DriversLoaded, handoff.DriversLoaded)
+	def(&opts.ModulesLoaded, handoff.ModulesLoaded)
+	n := &Node{log: opts.Log, mounts: opts.MountsPath, LogDir: filepath.Join(VarMount, "log"), modulesLoaded: opts.ModulesLoaded}
 	cmdline, _ := os.ReadFile(opts.Cmdline)
 	n.Debug = CmdlineFlag(string(cmdline), "kiln.debug")
 
@@ -91,7 +163,9 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	_ = unix.Uname(&uts)
 	fmt.Fprintf(opts.Console, "[kiln] machined %s (kernel %s)\n", version.Tag, unix.ByteSliceToString(uts.Release[:]))
 
-	disk, err := platform.FindSystemDisk(opts.SysClassBlock, opts.DevDir)
+	disk, err := waitSystemDisk(func() (*platform.Disk, error) {
+		return platform.FindSystemDisk(opts.SysClassBlock, opts.DevDir)
+	}, fileExists(opts.DriversLoaded), diskPoll, diskWait, n.log)
 	if err != nil {
 		n.log.Error("no system disk: the configuration will not survive a reboot", "err", err)
 		fmt.Fprintf(opts.Console, "[kiln] WARNING: no system disk (%v); state is kept in memory only\n", err)
@@ -111,10 +185,18 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 			// builder formatted it): /var stays init's tmpfs.
 			n.log.Error("EPHEMERAL not mounted; /var stays in memory", "err", err)
 			fmt.Fprintf(opts.Console, "[kiln] WARNING: EPHEMERAL not mounted (%v); /var is in memory\n", err)
-		} else if res, err := platform.GrowEphemeral(disk, VarMount, n.log); err != nil {
-			n.log.Error("grow EPHEMERAL", "err", err)
-		} else if res.PartitionGrown {
-			fmt.Fprintf(opts.Console, "[kiln] EPHEMERAL grown from %d to %d MiB\n", res.OldBytes>>20, res.NewBytes>>20)
+		} else {
+			// Growing is online and nothing at boot needs the space: it runs beside
+			// the rest of the start (Unmount waits for it).
+			n.grown = make(chan struct{})
+			go func() {
+				defer close(n.grown)
+				if res, err := platform.GrowEphemeral(disk, VarMount, n.log); err != nil {
+					n.log.Error("grow EPHEMERAL", "err", err)
+				} else if res.PartitionGrown {
+					fmt.Fprintf(opts.Console, "[kiln] EPHEMERAL grown from %d to %d MiB\n", res.OldBytes>>20, res.NewBytes>>20)
+				}
+			}()
 		}
 	}
 	for _, dir := range []string{n.StateDir, n.LogDir} {
@@ -123,6 +205,10 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		}
 	}
 
+	// The fallback host name comes from the first NIC's address: its driver first.
+	if !waitFile(opts.DriversLoaded, diskPoll, diskWait) {
+		n.log.Warn("drivers still loading; network links may be missing", "waited", diskWait)
+	}
 	if ls, err := link.List(); err != nil {
 		n.log.Warn("list network links", "err", err)
 	} else {
@@ -177,6 +263,9 @@ func mountedAt(mountsPath, dev, target string) bool {
 // Unmount syncs and unmounts what PrepareNode mounted, in reverse order; a busy
 // filesystem is remounted read-only instead. Init unmounts whatever is left.
 func (n *Node) Unmount() error {
+	if n.grown != nil {
+		<-n.grown
+	}
 	unix.Sync()
 	var errs []error
 	for i := len(n.mounted) - 1; i >= 0; i-- {

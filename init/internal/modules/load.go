@@ -304,3 +304,25 @@ func Modaliases(dir string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// AdoptLoaded marks as loaded the modules procModules (normally /proc/modules) lists,
+// so a second loader after the switch of root does not insert them again.
+func (s *Set) AdoptLoaded(procModules string) error {
+	data, err := os.ReadFile(procModules)
+	if err != nil {
+		return fmt.Errorf("read loaded modules: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loaded == nil {
+		s.loaded = map[string]bool{}
+		s.pending = map[string]*inflight{}
+		s.sem = make(chan struct{}, max(s.Parallel, 1))
+	}
+	for line := range strings.Lines(string(data)) {
+		if name, _, ok := strings.Cut(line, " "); ok && name != "" {
+			s.loaded[name] = true
+		}
+	}
+	return nil
+}

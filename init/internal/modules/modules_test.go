@@ -554,3 +554,29 @@ func TestStageRoots(t *testing.T) {
 		t.Errorf("loaded paths (-want +got):\n%s", diff)
 	}
 }
+
+func TestAdoptLoaded(t *testing.T) {
+	m, err := Parse([]byte(testManifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	procModules := filepath.Join(t.TempDir(), "modules")
+	// /proc/modules as the kernel writes it: name, size, users, dependents, state, address.
+	if err := os.WriteFile(procModules, []byte("crc16 12288 1 ext4, Live 0x0000000000000000\njbd2 196608 1 ext4, Live 0x0000000000000000\nmbcache 16384 1 ext4, Live 0x0000000000000000\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	fl := &fakeLoader{}
+	s := &Set{Manifest: m, Root: "/", Loader: fl}
+	if err := s.AdoptLoaded(procModules); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load("ext4"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"ext4"}, fl.loads); diff != "" {
+		t.Errorf("loads after adopting crc16, jbd2, mbcache (-want +got):\n%s", diff)
+	}
+	if err := s.AdoptLoaded(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("AdoptLoaded of a missing file: no error")
+	}
+}

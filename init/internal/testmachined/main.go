@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-os/kiln/init/handoff"
 )
 
 func main() {
@@ -36,13 +38,23 @@ func main() {
 		}
 	}
 	etcW := os.WriteFile("/etc/hostname", []byte("kiln-test\n"), 0o644) == nil
+	// Drivers load beside machined's start; like machined, wait for init's mark (hang
+	// protection only: without the mark the line below says drivers=false).
+	drivers := false
+	for range 600 {
+		if _, err := os.Stat(handoff.DriversLoaded); err == nil {
+			drivers = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	_, err := os.Stat("/sys/module/virtio_net")
 	coldplug := err == nil
 	_, err = os.Stat("/rootfs.sqsh")
 	initramfsFreed := os.IsNotExist(err)
 
-	fmt.Printf("testmachined: run=%d ppid=%d root-ro=%v cgroup2=%v etc-writable=%v virtio_net=%v initramfs-freed=%v init:%s\n",
-		run, os.Getppid(), rootRO, cgroup2, etcW, coldplug, initramfsFreed, vmRSS("/proc/1/status"))
+	fmt.Printf("testmachined: run=%d ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v initramfs-freed=%v init:%s\n",
+		run, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, initramfsFreed, vmRSS("/proc/1/status"))
 
 	if run == 1 {
 		os.Exit(7)
