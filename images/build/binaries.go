@@ -17,10 +17,26 @@ var (
 	machinedPackages = []string{"./machined/cmd/machined"}
 )
 
+// versionVar is the variable a node binary reports as its version (machined/version.Tag).
+const versionVar = "github.com/kiln-os/kiln/machined/version.Tag"
+
 // GoBuild builds the main package pkg for a Linux node of arch into out, statically and
 // reproducibly (CGO_ENABLED=0, -trimpath, no build ID).
 func GoBuild(ctx context.Context, dir, pkg string, arch boards.Arch, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out, pkg)
+	return GoBuildVersion(ctx, dir, pkg, arch, out, "")
+}
+
+// GoBuildVersion is GoBuild with the binary's version (machined/version.Tag) stamped
+// as version; empty leaves the default ("dev").
+func GoBuildVersion(ctx context.Context, dir, pkg string, arch boards.Arch, out, version string) error {
+	ldflags := "-ldflags=-s -w -buildid="
+	if version != "" {
+		if strings.ContainsAny(version, " \t'\"") {
+			return fmt.Errorf("version %q: no spaces or quotes allowed", version)
+		}
+		ldflags += " -X " + versionVar + "=" + version
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", ldflags, "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+string(arch))
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -30,8 +46,8 @@ func GoBuild(ctx context.Context, dir, pkg string, arch boards.Arch, out string)
 }
 
 // binary returns the path of a node binary: given, or built from the first of the
-// candidate packages found in the module of the working directory.
-func binary(ctx context.Context, given, what string, candidates []string, arch boards.Arch, tmp string) (string, error) {
+// candidate packages found in the module of the working directory, stamped with version.
+func binary(ctx context.Context, given, what string, candidates []string, arch boards.Arch, version, tmp string) (string, error) {
 	if given != "" {
 		st, err := os.Stat(given)
 		if err != nil {
@@ -52,7 +68,7 @@ func binary(ctx context.Context, given, what string, candidates []string, arch b
 			continue
 		}
 		out := filepath.Join(tmp, what)
-		if err := GoBuild(ctx, root, pkg, arch, out); err != nil {
+		if err := GoBuildVersion(ctx, root, pkg, arch, out, version); err != nil {
 			return "", fmt.Errorf("build %s: %w", what, err)
 		}
 		return out, nil

@@ -113,11 +113,11 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	initBin, err := binary(ctx, o.Init, "init", initPackages, b.Arch(), tmp)
+	initBin, err := binary(ctx, o.Init, "init", initPackages, b.Arch(), o.Version, tmp)
 	if err != nil {
 		return nil, err
 	}
-	machined, err := binary(ctx, o.Machined, "machined", machinedPackages, b.Arch(), tmp)
+	machined, err := binary(ctx, o.Machined, "machined", machinedPackages, b.Arch(), o.Version, tmp)
 	if err != nil {
 		return nil, err
 	}

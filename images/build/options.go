@@ -47,7 +47,8 @@ type Options struct {
 	// Epoch fixes every timestamp; Seed fixes the GUIDs (default: board name).
 	Epoch int64
 	Seed  string
-	// Version is written into os-release.
+	// Version is written into os-release and stamped into init and machined when the
+	// builder builds them (given binaries keep their own).
 	Version string
 	// Progress, if set, is told each step as it starts.
 	Progress func(step string, n, total int)

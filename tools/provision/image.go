@@ -7,6 +7,7 @@ import (
 
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/build"
+	"github.com/kiln-os/kiln/machined/version"
 )
 
 // buildImage builds o.Board into dir (raw disk, and the kernel outputs for direct boot)
@@ -30,6 +31,8 @@ func buildImage(ctx context.Context, o *Options, dir string) (string, error) {
 	}
 	if _, err := build.Build(ctx, build.Options{
 		Board: b, Formats: formats, OutputDir: dir, InputsDir: o.InputsDir, Epoch: epoch, Log: o.Log,
+		// The node reports the version of the kctl that built it.
+		Version: version.Tag,
 	}); err != nil {
 		return "", fmt.Errorf("build image %s: %w", b.Name(), err)
 	}
