@@ -22,6 +22,12 @@ const dhcpRouteMetric = 1024
 // autoKey names the DHCP runner of an automatic Spec.
 const autoKey = "*auto*"
 
+// runKey names a DHCP runner: DHCPv4 on a link (or autoKey), or DHCPv6.
+type runKey struct {
+	link string
+	v6   bool
+}
+
 // Options configures New.
 type Options struct {
 	Log *slog.Logger
@@ -40,6 +46,8 @@ type Options struct {
 	FallbackHostname string
 	// DHCPRetry is the pause between failed DHCP rounds (dhcp.DefaultRetry when zero).
 	DHCPRetry time.Duration
+	// ProcSys is where the IPv6 sysctls of links are set (/proc/sys when empty).
+	ProcSys string
 }
 
 // Controller converges the host network to a Spec. It acts on the network namespace
@@ -57,14 +65,18 @@ type Controller struct {
 	// mu serialises Apply and Close and guards what they own.
 	mu     sync.Mutex
 	spec   Spec
-	runs   map[string]*dhcpRun // by link name, or autoKey
+	runs   map[runKey]*dhcpRun
 	closed bool
+	// ra holds, by link name, the IPv6 sysctls as they were before DHCP6
+	// changed them, to be put back when the link leaves DHCP6.
+	ra map[string]raSysctls
 
 	// leaseMu guards the fields below; DHCP runners take it, never mu, so
 	// that Apply can wait for a runner to stop while holding mu.
 	leaseMu    sync.Mutex
-	leases     map[string]*dhcp.Lease // by link name
-	dns        []netip.Addr           // from the Spec, copied for the runners
+	leases     map[string]*dhcp.Lease  // by link name
+	leases6    map[string]*dhcp.Lease6 // by link name
+	dns        []netip.Addr            // from the Spec, copied for the runners
 	hostSpec   string
 	extraHosts []Host
 	names      Names // last written
@@ -95,8 +107,10 @@ func New(opts Options) *Controller {
 		resolvPath:       opts.ResolvConf,
 		retry:            opts.DHCPRetry,
 		fallbackHostname: opts.FallbackHostname,
-		runs:             map[string]*dhcpRun{},
+		runs:             map[runKey]*dhcpRun{},
+		ra:               map[string]raSysctls{},
 		leases:           map[string]*dhcp.Lease{},
+		leases6:          map[string]*dhcp.Lease6{},
 	}
 }
 
@@ -116,14 +130,18 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		errs = append(errs, fmt.Errorf("networking: %w", err))
 	}
 
-	// DHCP runners: keep those still wanted, stop the others, start the new.
-	dhcpWant := map[string]bool{}
+	// DHCP runners: keep those still wanted, stop the others (they release
+	// their leases), start the new.
+	dhcpWant := map[runKey]bool{}
 	if spec.Auto() {
-		dhcpWant[autoKey] = true
+		dhcpWant[runKey{link: autoKey}] = true
 	}
 	for _, ls := range specs {
 		if ls.DHCP {
-			dhcpWant[ls.Name] = true
+			dhcpWant[runKey{link: ls.Name}] = true
+		}
+		if ls.DHCP6 {
+			dhcpWant[runKey{link: ls.Name, v6: true}] = true
 		}
 	}
 	for key, run := range c.runs {
@@ -132,6 +150,9 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 			<-run.done
 			delete(c.runs, key)
 		}
+	}
+	if err := c.applyRA(specs); err != nil {
+		errs = append(errs, err)
 	}
 	c.leaseMu.Lock()
 	c.dns = slices.Clone(spec.Nameservers)
@@ -143,8 +164,13 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		hostname = c.fallbackHostname
 	}
 	for key := range dhcpWant {
-		if _, ok := c.runs[key]; !ok {
-			c.runs[key] = c.startDHCP(key, hostname)
+		if _, ok := c.runs[key]; ok {
+			continue
+		}
+		if key.v6 {
+			c.runs[key] = c.startDHCP6(key.link)
+		} else {
+			c.runs[key] = c.startDHCP(key.link, hostname)
 		}
 	}
 	c.spec = spec
@@ -255,7 +281,7 @@ func (c *Controller) lost(name string, ls *dhcp.Lease) {
 	}
 }
 
-// Leases returns the DHCP leases held, by link name.
+// Leases returns the DHCPv4 leases held, by link name.
 func (c *Controller) Leases() map[string]dhcp.Lease {
 	c.leaseMu.Lock()
 	defer c.leaseMu.Unlock()
@@ -297,8 +323,9 @@ func (c *Controller) WaitAddress(ctx context.Context) bool {
 	}
 }
 
-// Close stops DHCP (removing the leased addresses) and forgets the Spec; static
-// settings stay, so that a node keeps its address while it shuts down.
+// Close stops DHCP (releasing the leases and removing the leased addresses)
+// and forgets the Spec; static settings stay, so that a node keeps its address
+// while it shuts down.
 func (c *Controller) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

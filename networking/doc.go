@@ -15,7 +15,11 @@
 // config still names). Links, addresses and routes the config does not name
 // are left alone.
 //
-// Controller adds the dynamic part: DHCPv4 runners (dhcp), resolv.conf,
-// /etc/hosts and /etc/hostname (resolv; names.go chooses config, else DHCP,
-// else the MAC-derived name). Time sync lives in timesync.
+// Controller adds the dynamic part: DHCPv4 runners (dhcp), which release their
+// leases when a link leaves DHCP or the Controller closes; IPv6 from the
+// network for links with DHCP6 (ipv6.go: the kernel's SLAAC and RA default
+// route via accept_ra/autoconf, plus a DHCPv6 runner); resolv.conf, /etc/hosts
+// and /etc/hostname (resolv; names.go chooses config, else DHCP, else the
+// MAC-derived name); and the leases as status (leases.go). Time sync lives in
+// timesync.
 package networking

@@ -33,6 +33,7 @@ type LinkSpec struct {
 	Down      bool
 	MTU       int // 0: leave alone
 	DHCP      bool
+	DHCP6     bool // accept Router Advertisements (SLAAC) and run DHCPv6
 	Addresses []netip.Prefix
 	Routes    []Route
 }
@@ -81,7 +82,7 @@ func ResolveLinks(spec Spec, links []netlink.Link, driver func(string) (string, 
 			}
 		}
 		taken[name] = true
-		ls := LinkSpec{Name: name, Down: it.Down, MTU: it.MTU, DHCP: it.DHCP && !it.Down}
+		ls := LinkSpec{Name: name, Down: it.Down, MTU: it.MTU, DHCP: it.DHCP && !it.Down, DHCP6: it.DHCP6 && !it.Down}
 		if !it.Down {
 			ls.Addresses, ls.Routes = it.Addresses, it.Routes
 		}
@@ -103,7 +104,7 @@ func ResolveLinks(spec Spec, links []netlink.Link, driver func(string) (string, 
 		for _, v := range it.VLANs {
 			out = append(out, LinkSpec{
 				Name: vlanName(name, v.ID), Kind: KindVLAN, Parent: name, VLANID: v.ID,
-				MTU: v.MTU, DHCP: v.DHCP, Addresses: v.Addresses, Routes: v.Routes,
+				MTU: v.MTU, DHCP: v.DHCP, DHCP6: v.DHCP6, Addresses: v.Addresses, Routes: v.Routes,
 			})
 		}
 	}

@@ -2,6 +2,7 @@ package networking
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -29,8 +30,9 @@ type Names struct {
 
 // ChooseNames decides the names: the config's host name, else the first
 // lease's (by link name) that carries one, else the fallback derived from the
-// MAC address; the config's nameservers, else those of the leases.
-func ChooseNames(hostname, fallback string, servers []netip.Addr, extra []Host, leases map[string]*dhcp.Lease) Names {
+// MAC address; the config's nameservers, else those of the DHCPv4 leases and
+// then of the DHCPv6 leases.
+func ChooseNames(hostname, fallback string, servers []netip.Addr, extra []Host, leases map[string]*dhcp.Lease, leases6 map[string]*dhcp.Lease6) Names {
 	n := Names{ExtraHosts: extra}
 	links := make([]string, 0, len(leases))
 	for l := range leases {
@@ -68,6 +70,19 @@ func ChooseNames(hostname, fallback string, servers []netip.Addr, extra []Host, 
 			}
 		}
 	}
+	for _, l := range slices.Sorted(maps.Keys(leases6)) {
+		ls := leases6[l]
+		for _, a := range ls.DNS {
+			if !slices.Contains(n.Nameservers, a) {
+				n.Nameservers = append(n.Nameservers, a)
+			}
+		}
+		for _, d := range ls.Search {
+			if d != "" && !slices.Contains(n.Search, d) {
+				n.Search = append(n.Search, d)
+			}
+		}
+	}
 	if len(n.Nameservers) > 0 {
 		n.NameserverSource = SourceDHCP
 	}
@@ -79,7 +94,7 @@ func ChooseNames(hostname, fallback string, servers []netip.Addr, extra []Host, 
 func (c *Controller) writeNames() error {
 	c.leaseMu.Lock()
 	defer c.leaseMu.Unlock()
-	n := ChooseNames(c.hostSpec, c.fallbackHostname, c.dns, c.extraHosts, c.leases)
+	n := ChooseNames(c.hostSpec, c.fallbackHostname, c.dns, c.extraHosts, c.leases, c.leases6)
 	c.names = n
 	wrote, err := resolv.Write(c.resolvPath, n.Nameservers, n.Search)
 	if err != nil {

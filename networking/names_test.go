@@ -17,27 +17,36 @@ func TestChooseNames(t *testing.T) {
 		"eth1": {Hostname: "from-eth1", DNS: []netip.Addr{ip("192.0.2.53")}, Domain: "b.example"},
 		"eth0": {DNS: []netip.Addr{ip("198.51.100.53"), ip("192.0.2.53")}, Search: []string{"a.example"}},
 	}
+	leases6 := map[string]*dhcp.Lease6{
+		"eth0": {DNS: []netip.Addr{ip("2001:db8::53"), ip("192.0.2.53")}, Search: []string{"v6.example"}},
+	}
 	for _, tt := range []struct {
 		name     string
 		hostname string
 		servers  []netip.Addr
 		leases   map[string]*dhcp.Lease
+		leases6  map[string]*dhcp.Lease6
 		want     Names
 	}{
-		{"nothing", "", nil, nil, Names{}},
-		{"mac", "", nil, nil, Names{Hostname: "kiln-000001", HostnameSource: SourceMAC}},
-		{"config wins", "cp-1", []netip.Addr{ip("10.0.0.53")}, leases, Names{Hostname: "cp-1", HostnameSource: SourceConfig,
+		{"nothing", "", nil, nil, nil, Names{}},
+		{"mac", "", nil, nil, nil, Names{Hostname: "kiln-000001", HostnameSource: SourceMAC}},
+		{"config wins", "cp-1", []netip.Addr{ip("10.0.0.53")}, leases, leases6, Names{Hostname: "cp-1", HostnameSource: SourceConfig,
 			Nameservers: []netip.Addr{ip("10.0.0.53")}, NameserverSource: SourceConfig}},
-		{"dhcp", "", nil, leases, Names{Hostname: "from-eth1", HostnameSource: SourceDHCP,
+		{"dhcp", "", nil, leases, nil, Names{Hostname: "from-eth1", HostnameSource: SourceDHCP,
 			Nameservers: []netip.Addr{ip("198.51.100.53"), ip("192.0.2.53")}, NameserverSource: SourceDHCP,
 			Search: []string{"a.example", "b.example"}}},
+		{"dhcp and dhcp6", "", nil, leases, leases6, Names{Hostname: "from-eth1", HostnameSource: SourceDHCP,
+			Nameservers:      []netip.Addr{ip("198.51.100.53"), ip("192.0.2.53"), ip("2001:db8::53")},
+			NameserverSource: SourceDHCP, Search: []string{"a.example", "b.example", "v6.example"}}},
+		{"dhcp6 only", "", nil, nil, leases6, Names{Hostname: "kiln-000001", HostnameSource: SourceMAC,
+			Nameservers: []netip.Addr{ip("2001:db8::53"), ip("192.0.2.53")}, NameserverSource: SourceDHCP, Search: []string{"v6.example"}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fallback := ""
 			if tt.name != "nothing" {
 				fallback = "kiln-000001"
 			}
-			got := ChooseNames(tt.hostname, fallback, tt.servers, nil, tt.leases)
+			got := ChooseNames(tt.hostname, fallback, tt.servers, nil, tt.leases, tt.leases6)
 			if diff := cmp.Diff(tt.want, got, cmpNetip); diff != "" {
 				t.Errorf("ChooseNames (-want +got):\n%s", diff)
 			}

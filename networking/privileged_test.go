@@ -36,9 +36,16 @@ var (
 
 // dhcpServer answers DISCOVER and REQUEST with one lease and counts renewals.
 type dhcpServer struct {
-	lease time.Duration
-	mu    sync.Mutex
-	renew int // REQUESTs from a client that already has the address
+	lease    time.Duration
+	mu       sync.Mutex
+	renew    int      // REQUESTs from a client that already has the address
+	released []net.IP // the addresses of RELEASEs
+}
+
+func (s *dhcpServer) releases() []net.IP {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.released)
 }
 
 func (s *dhcpServer) renewals() int {
@@ -60,6 +67,11 @@ func (s *dhcpServer) handle(t *testing.T) server4.Handler {
 				s.renew++
 				s.mu.Unlock()
 			}
+		case dhcpv4.MessageTypeRelease:
+			s.mu.Lock()
+			s.released = append(s.released, m.ClientIPAddr)
+			s.mu.Unlock()
+			return
 		default:
 			return
 		}

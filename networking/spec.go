@@ -35,17 +35,20 @@ type Interface struct {
 	Driver       string
 	Down         bool
 	DHCP         bool
-	Addresses    []netip.Prefix
-	Routes       []Route
-	MTU          int
-	VLANs        []VLAN
-	Bond         *Bond
+	// DHCP6: accept Router Advertisements (SLAAC) and run DHCPv6.
+	DHCP6     bool
+	Addresses []netip.Prefix
+	Routes    []Route
+	MTU       int
+	VLANs     []VLAN
+	Bond      *Bond
 }
 
 // VLAN is an 802.1Q link on top of an Interface, named parent.ID.
 type VLAN struct {
 	ID        int
 	DHCP      bool
+	DHCP6     bool
 	Addresses []netip.Prefix
 	Routes    []Route
 	MTU       int
@@ -94,7 +97,7 @@ func SpecFromConfig(cfg *config.Config) (Spec, error) {
 	}
 	for i, ic := range n.Interfaces {
 		path := fmt.Sprintf("machine.network.interfaces[%d]", i)
-		it := Interface{Name: ic.Interface, DHCP: ic.DHCP, MTU: ic.MTU, Down: ic.Down}
+		it := Interface{Name: ic.Interface, DHCP: ic.DHCP, DHCP6: ic.DHCP6, MTU: ic.MTU, Down: ic.Down}
 		if ic.DeviceSelector != nil {
 			it.Driver = ic.DeviceSelector.Driver
 			if ic.DeviceSelector.HardwareAddr != "" {
@@ -114,7 +117,7 @@ func SpecFromConfig(cfg *config.Config) (Spec, error) {
 		}
 		for k, vc := range ic.VLANs {
 			vp := fmt.Sprintf("%s.vlans[%d]", path, k)
-			v := VLAN{ID: vc.VLANID, DHCP: vc.DHCP, MTU: vc.MTU}
+			v := VLAN{ID: vc.VLANID, DHCP: vc.DHCP, DHCP6: vc.DHCP6, MTU: vc.MTU}
 			if v.Addresses, v.Routes, err = addrsAndRoutes(vp, vc.Addresses, vc.Routes); err != nil {
 				return Spec{}, err
 			}

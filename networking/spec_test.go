@@ -28,7 +28,7 @@ func TestSpecFromConfig(t *testing.T) {
 		Interfaces: []config.InterfaceConfig{
 			{Interface: "eth0", Addresses: []string{"10.0.0.2/24", "fd00::2/64"}, MTU: 1450,
 				Routes: []config.Route{{Network: "0.0.0.0/0", Gateway: "10.0.0.1", Metric: 100}}},
-			{DeviceSelector: &config.DeviceSelector{HardwareAddr: "52:54:00:12:34:56"}, DHCP: true},
+			{DeviceSelector: &config.DeviceSelector{HardwareAddr: "52:54:00:12:34:56"}, DHCP: true, DHCP6: true},
 		},
 	}
 	got, err := SpecFromConfig(cfg)
@@ -43,7 +43,7 @@ func TestSpecFromConfig(t *testing.T) {
 			{Name: "eth0", MTU: 1450,
 				Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/24"), netip.MustParsePrefix("fd00::2/64")},
 				Routes:    []Route{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1"), Metric: 100}}},
-			{HardwareAddr: mac, DHCP: true},
+			{HardwareAddr: mac, DHCP: true, DHCP6: true},
 		},
 	}
 	if diff := cmp.Diff(want, got, cmpNetip); diff != "" {
@@ -105,7 +105,7 @@ func TestSpecFromConfigBondVLANDriver(t *testing.T) {
 		Interfaces: []config.InterfaceConfig{
 			{Interface: "bond0", Bond: &config.BondConfig{Mode: config.Bond8023AD, Interfaces: []string{"eth0", "eth1"}},
 				Addresses: []string{"10.0.0.2/24"},
-				VLANs: []config.VLANConfig{{VLANID: 10, DHCP: true, MTU: 1400,
+				VLANs: []config.VLANConfig{{VLANID: 10, DHCP: true, DHCP6: true, MTU: 1400,
 					Routes: []config.Route{{Network: "10.20.0.0/16", Gateway: "10.10.0.1", Source: "10.10.0.2", Metric: 5}}}}},
 			{DeviceSelector: &config.DeviceSelector{Driver: "e1000e"}, Down: true},
 		},
@@ -120,7 +120,7 @@ func TestSpecFromConfigBondVLANDriver(t *testing.T) {
 		Interfaces: []Interface{
 			{Name: "bond0", Bond: &Bond{Mode: "802.3ad", Members: []string{"eth0", "eth1"}},
 				Addresses: []netip.Prefix{netip.MustParsePrefix("10.0.0.2/24")},
-				VLANs: []VLAN{{ID: 10, DHCP: true, MTU: 1400, Routes: []Route{{Dst: netip.MustParsePrefix("10.20.0.0/16"),
+				VLANs: []VLAN{{ID: 10, DHCP: true, DHCP6: true, MTU: 1400, Routes: []Route{{Dst: netip.MustParsePrefix("10.20.0.0/16"),
 					Gateway: netip.MustParseAddr("10.10.0.1"), Source: netip.MustParseAddr("10.10.0.2"), Metric: 5}}}}},
 			{Driver: "e1000e", Down: true},
 		},

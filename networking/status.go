@@ -140,12 +140,15 @@ func (c *Controller) Status() (Status, error) {
 		owned[l] = slices.Clone(ps)
 	}
 	c.mu.Unlock()
-	leases := c.Leases()
+	leased := map[string][]netip.Prefix{}
+	for _, l := range c.LeaseStatus() {
+		leased[l.Link] = append(leased[l.Link], l.Addr)
+	}
 	return ReadStatus(c.k, func(link string, p netip.Prefix) string {
 		if slices.Contains(owned[link], p) {
 			return SourceConfig
 		}
-		if l, ok := leases[link]; ok && l.Addr == p {
+		if slices.Contains(leased[link], p) {
 			return SourceDHCP
 		}
 		return ""

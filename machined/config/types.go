@@ -140,6 +140,11 @@ type InterfaceConfig struct {
 	// Obtain an IPv4 address, routes and DNS servers by DHCP. Static
 	// addresses may be given as well.
 	DHCP bool `yaml:"dhcp,omitempty"`
+	// Configure IPv6 from the network: accept Router Advertisements (the
+	// default route, and an address by SLAAC where the prefix allows it)
+	// and obtain an address and DNS servers by DHCPv6. Static addresses
+	// may be given as well.
+	DHCP6 bool `yaml:"dhcp6,omitempty"`
 	// Static addresses in CIDR notation, e.g. 10.0.0.2/24 or fd00::2/64.
 	Addresses []string `yaml:"addresses,omitempty"`
 	// Static routes through this interface.
@@ -201,6 +206,9 @@ type VLANConfig struct {
 	VLANID int `yaml:"vlanId" jsonschema:"required"`
 	// Obtain an IPv4 address by DHCP on the VLAN.
 	DHCP bool `yaml:"dhcp,omitempty"`
+	// Configure IPv6 on the VLAN from Router Advertisements (SLAAC) and
+	// DHCPv6.
+	DHCP6 bool `yaml:"dhcp6,omitempty"`
 	// Static addresses in CIDR notation.
 	Addresses []string `yaml:"addresses,omitempty"`
 	// Static routes through the VLAN.

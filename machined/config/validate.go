@@ -151,8 +151,8 @@ func (v *validator) network(n *NetworkConfig) {
 		if ifc.Bond != nil {
 			v.bond(path, ifc, members, i)
 		}
-		if ifc.Down && (ifc.DHCP || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 || len(ifc.VLANs) > 0) {
-			v.add(join(path, "down"), "a down interface gets no dhcp, addresses, routes or vlans; remove them or down")
+		if ifc.Down && (ifc.DHCP || ifc.DHCP6 || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 || len(ifc.VLANs) > 0) {
+			v.add(join(path, "down"), "a down interface gets no dhcp, dhcp6, addresses, routes or vlans; remove them or down")
 		}
 		v.addresses(path, ifc.Addresses, ifc.Routes, ifc.MTU)
 		ids := make(map[int]int)
@@ -184,8 +184,8 @@ func (v *validator) network(n *NetworkConfig) {
 			v.add(join(path, "vlans"), "parent %q is a member of bond %q (machine.network.interfaces[%d]), not a usable parent: put the VLANs on the bond",
 				ifc.Interface, n.Interfaces[b].Interface, b)
 		}
-		if ifc.DHCP || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 {
-			v.add(path, "%q is a member of bond %q (machine.network.interfaces[%d]); configure dhcp, addresses and routes on the bond", ifc.Interface, n.Interfaces[b].Interface, b)
+		if ifc.DHCP || ifc.DHCP6 || len(ifc.Addresses) > 0 || len(ifc.Routes) > 0 {
+			v.add(path, "%q is a member of bond %q (machine.network.interfaces[%d]); configure dhcp, dhcp6, addresses and routes on the bond", ifc.Interface, n.Interfaces[b].Interface, b)
 		}
 		if ifc.Bond != nil {
 			v.add(join(path, "bond"), "bond %q cannot be a member of bond %q", ifc.Interface, n.Interfaces[b].Interface)
@@ -296,13 +296,15 @@ func (v *validator) duplicateAddresses(n *NetworkConfig) {
 
 // gateways reports a route whose gateway no configured link can reach: not
 // on the subnet of any static address, not IPv6 link-local, and (for IPv4)
-// no link takes an address by DHCP, which might supply the subnet.
+// no link of its family takes an address by DHCP (or, for IPv6, from Router
+// Advertisements), which might supply the subnet.
 func (v *validator) gateways(n *NetworkConfig) {
 	var subnets []netip.Prefix
-	dhcp := false
+	dhcp, dhcp6 := false, false
 	for i := range n.Interfaces {
 		ifc := &n.Interfaces[i]
 		dhcp = dhcp || ifc.DHCP
+		dhcp6 = dhcp6 || ifc.DHCP6
 		for _, a := range ifc.Addresses {
 			if p, ok := parseCIDR(a); ok {
 				subnets = append(subnets, p.Masked())
@@ -310,6 +312,7 @@ func (v *validator) gateways(n *NetworkConfig) {
 		}
 		for _, vl := range ifc.VLANs {
 			dhcp = dhcp || vl.DHCP
+			dhcp6 = dhcp6 || vl.DHCP6
 			for _, a := range vl.Addresses {
 				if p, ok := parseCIDR(a); ok {
 					subnets = append(subnets, p.Masked())
@@ -324,7 +327,7 @@ func (v *validator) gateways(n *NetworkConfig) {
 			if !ok || !dok || gw.Is4() != dst.Addr().Is4() {
 				continue // reported already
 			}
-			if gw.IsLinkLocalUnicast() || (gw.Is4() && dhcp) {
+			if gw.IsLinkLocalUnicast() || (gw.Is4() && dhcp) || (gw.Is6() && dhcp6) {
 				continue
 			}
 			if slices.ContainsFunc(subnets, func(p netip.Prefix) bool { return p.Contains(gw) }) {

@@ -133,6 +133,10 @@ type Options struct {
 	// NetworkWait bounds the wait for an address before the readiness line
 	// (DefaultNetworkWait when zero); only with Network.
 	NetworkWait time.Duration
+	// BeforeActivate, when set, runs before a stored or seeded configuration is
+	// applied at start (a node waits there for init's late modules); maintenance
+	// mode does not call it.
+	BeforeActivate func()
 	// Power carries out a reboot or power-off after machined stopped its
 	// services (a node signals init). Nil: Run returns ErrReboot for a
 	// reboot and nil for a power-off (process mode).
@@ -274,15 +278,30 @@ const seedName = "config.yaml"
 // Start opens the store, takes a staged configuration, applies the stored
 // one (or enters maintenance mode) and starts serving the machine API.
 func (d *Daemon) Start(ctx context.Context) error {
-	var err error
-	if d.store, err = store.Open(d.opts.StateDir, d.log); err != nil {
-		return err
+	// The maintenance certificate (a key to generate and a file to write on the
+	// first boot) is made beside opening the store.
+	type certResult struct {
+		cert    tls.Certificate
+		created bool
+		err     error
 	}
-	var created bool
-	d.maintenanceCert, created, err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.StateDir), "maintenance.pem"), time.Now())
+	certc := make(chan certResult, 1)
+	go func() {
+		var r certResult
+		r.cert, r.created, r.err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.StateDir), "maintenance.pem"), time.Now())
+		certc <- r
+	}()
+	var err error
+	d.store, err = store.Open(d.opts.StateDir, d.log)
+	cr := <-certc
 	if err != nil {
 		return err
 	}
+	if cr.err != nil {
+		return cr.err
+	}
+	d.maintenanceCert = cr.cert
+	created := cr.created
 	if created {
 		d.log.Info("created the maintenance certificate", "fingerprint", Fingerprint(d.maintenanceCert))
 	}
@@ -290,6 +309,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		Logger:  d.log,
 		LogDir:  d.opts.LogDir,
 		OnEvent: d.serviceEvent,
+		// Services that check certificates wait for the clock (timegate.go).
+		TimeReady: d.timeReady(),
 	})
 	d.srv, err = server.New(server.Options{
 		Machine:  d,
@@ -304,13 +325,18 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err := d.takeStaged(); err != nil {
 		return err
 	}
+	beforeActivate := func() {
+		if d.opts.BeforeActivate != nil {
+			d.opts.BeforeActivate()
+		}
+	}
 	raw, err := d.store.Load()
 	switch {
 	case errors.Is(err, store.ErrNoConfig):
 		if err != store.ErrNoConfig { // wrapped: files exist but are torn or corrupt
 			d.log.Warn("no usable stored configuration", "err", err)
 		}
-		if err := d.takeSeed(ctx); err != nil {
+		if err := d.takeSeed(ctx, beforeActivate); err != nil {
 			return err
 		}
 	case err != nil:
@@ -321,6 +347,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 			return fmt.Errorf("the stored machine configuration is invalid (apply a fixed one with a previous machined, or remove %s to start in maintenance mode): %w",
 				d.opts.StateDir, err)
 		}
+		beforeActivate()
 		d.mu.Lock()
 		err = d.activate(ctx, cfg, raw, false)
 		d.mu.Unlock()
@@ -344,6 +371,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return fmt.Errorf("listen for the machine API: %w", err)
 	}
 	go func() { d.served <- d.srv.Serve(d.lis) }()
+	go d.recheckCertsAfterSync(ctx)
 
 	if d.opts.Network != nil {
 		wctx, cancel := context.WithTimeout(ctx, d.opts.NetworkWait)
@@ -360,7 +388,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 // the store has none: it is validated, applied and stored like a first
 // apply, and then removed (the store holds it from then on). An invalid seed
 // is set aside and the node starts in maintenance mode.
-func (d *Daemon) takeSeed(ctx context.Context) error {
+func (d *Daemon) takeSeed(ctx context.Context, beforeActivate func()) error {
 	path := filepath.Join(d.opts.StateDir, seedName)
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -378,6 +406,7 @@ func (d *Daemon) takeSeed(ctx context.Context) error {
 		}
 		return nil
 	}
+	beforeActivate()
 	d.mu.Lock()
 	err = d.activate(ctx, cfg, raw, true)
 	d.mu.Unlock()

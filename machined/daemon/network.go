@@ -16,6 +16,7 @@ type NetworkReporter interface {
 	Status() (networking.Status, error)
 	Names() networking.Names
 	TimeStatus() timesync.Status
+	LeaseStatus() []networking.LeaseStatus
 }
 
 // NetworkStatus reads the host network of machined's namespace. A node
@@ -27,7 +28,11 @@ func (d *Daemon) NetworkStatus(context.Context) (*server.NetworkStatus, error) {
 		if err != nil {
 			return nil, err
 		}
-		return toServerStatus(st, r.Names(), r.TimeStatus()), nil
+		out := toServerStatus(st, r.Names(), r.TimeStatus())
+		for _, l := range r.LeaseStatus() {
+			out.Leases = append(out.Leases, toServerLease(l))
+		}
+		return out, nil
 	}
 	st, err := networking.ReadStatus(networking.NewNetlinkKernel(nil), nil)
 	if err != nil {
@@ -68,6 +73,18 @@ func toServerStatus(st networking.Status, n networking.Names, ts timesync.Status
 	return out
 }
 
+func toServerLease(l networking.LeaseStatus) server.NetLease {
+	out := server.NetLease{
+		Link: l.Link, Family: l.Family, Address: l.Addr, Gateway: l.Gateway, DNS: l.DNS, Domain: l.Domain,
+		Search: l.Search, Hostname: l.Hostname, MTU: l.MTU, Server: l.Server,
+		Obtained: l.Obtained, Renew: l.Renew, Rebind: l.Rebind, Expires: l.Expires,
+	}
+	for _, r := range l.Routes {
+		out.Routes = append(out.Routes, server.NetLeaseRoute{Dst: r.Dst, Gateway: r.Gateway})
+	}
+	return out
+}
+
 // ControllerNetwork adapts a networking.Controller (and, optionally, a time
 // sync service) to the daemon's Network seam.
 type ControllerNetwork struct {
@@ -99,6 +116,9 @@ func (w ControllerNetwork) Status() (networking.Status, error) { return w.C.Stat
 
 // Names implements NetworkReporter.
 func (w ControllerNetwork) Names() networking.Names { return w.C.Names() }
+
+// LeaseStatus implements NetworkReporter.
+func (w ControllerNetwork) LeaseStatus() []networking.LeaseStatus { return w.C.LeaseStatus() }
 
 // TimeStatus implements NetworkReporter.
 func (w ControllerNetwork) TimeStatus() timesync.Status {

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kiln-os/kiln/machined/api/machine"
 	"github.com/kiln-os/kiln/machined/config"
@@ -160,5 +163,44 @@ func TestNetworkStatusProcessMode(t *testing.T) {
 	}
 	if st.Time.Enabled {
 		t.Error("process mode reports time sync enabled")
+	}
+}
+
+// TestLeaseConversion: a lease from the networking controller reaches the
+// wire with every option.
+func TestLeaseConversion(t *testing.T) {
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		in   networking.LeaseStatus
+		want *machine.Lease
+	}{
+		{"ipv4", networking.LeaseStatus{
+			Link: "eth0", Family: "ipv4", Addr: netip.MustParsePrefix("192.0.2.10/24"), Gateway: netip.MustParseAddr("192.0.2.1"),
+			Routes: []networking.LeaseRoute{{Dst: netip.MustParsePrefix("198.51.100.0/24")}, {Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("192.0.2.1")}},
+			DNS:    []netip.Addr{netip.MustParseAddr("192.0.2.53")}, Domain: "example.org", Search: []string{"a.example"},
+			Hostname: "node-1", MTU: 1400, Server: "192.0.2.1",
+			Obtained: at, Renew: at.Add(30 * time.Minute), Rebind: at.Add(52 * time.Minute), Expires: at.Add(time.Hour),
+		}, &machine.Lease{
+			Link: "eth0", Family: "ipv4", Address: "192.0.2.10/24", Gateway: "192.0.2.1",
+			Routes: []*machine.LeaseRoute{{Destination: "198.51.100.0/24"}, {Destination: "0.0.0.0/0", Gateway: "192.0.2.1"}},
+			Dns:    []string{"192.0.2.53"}, Domain: "example.org", Search: []string{"a.example"}, Hostname: "node-1", Mtu: 1400,
+			Server: "192.0.2.1", Obtained: timestamppb.New(at), Renew: timestamppb.New(at.Add(30 * time.Minute)),
+			Rebind: timestamppb.New(at.Add(52 * time.Minute)), Expires: timestamppb.New(at.Add(time.Hour)),
+		}},
+		{"ipv6", networking.LeaseStatus{
+			Link: "eth0", Family: "ipv6", Addr: netip.MustParsePrefix("2001:db8::10/128"),
+			DNS: []netip.Addr{netip.MustParseAddr("2001:db8::53")}, Server: "00030001020000000001", Obtained: at, Expires: at.Add(2 * time.Hour),
+		}, &machine.Lease{
+			Link: "eth0", Family: "ipv6", Address: "2001:db8::10/128", Dns: []string{"2001:db8::53"}, Server: "00030001020000000001",
+			Obtained: timestamppb.New(at), Expires: timestamppb.New(at.Add(2 * time.Hour)),
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := server.LeaseToProto(toServerLease(tt.in))
+			if diff := cmp.Diff(tt.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("LeaseToProto(toServerLease(%+v)) (-want +got):\n%s", tt.in, diff)
+			}
+		})
 	}
 }

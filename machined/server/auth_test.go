@@ -247,6 +247,10 @@ var calls = map[string]func(ctx context.Context, cc *grpc.ClientConn) error{
 		_, err := machine.NewMachineServiceClient(cc).TimeStatus(ctx, &machine.TimeStatusRequest{})
 		return err
 	},
+	machine.MachineService_Leases_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
+		_, err := machine.NewMachineServiceClient(cc).Leases(ctx, &machine.LeasesRequest{})
+		return err
+	},
 	machine.MachineService_DebugAction_FullMethodName: func(ctx context.Context, cc *grpc.ClientConn) error {
 		// Debug actions are disabled in the fake: allowed callers get
 		// FailedPrecondition, which is not a refusal.

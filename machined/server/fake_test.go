@@ -150,6 +150,17 @@ func (f *fakeMachine) NetworkStatus(context.Context) (*NetworkStatus, error) {
 		Time: TimeStatus{Enabled: true, Synced: true, Servers: []string{"10.0.0.123"}, Server: "10.0.0.123",
 			Offset: 1500 * time.Microsecond, Delay: 300 * time.Microsecond, Stratum: 2,
 			LastSync: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), Slews: 3, Steps: 1},
+		Leases: []NetLease{
+			{Link: "bond0", Family: "ipv4", Address: netip.MustParsePrefix("10.0.0.9/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+				Routes: []NetLeaseRoute{{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1")}},
+				DNS:    []netip.Addr{netip.MustParseAddr("10.0.0.53")}, Domain: "example.com", Hostname: "cp-1", MTU: 1500,
+				Server:   "10.0.0.1",
+				Obtained: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), Renew: time.Date(2026, 11, 28, 12, 30, 0, 0, time.UTC),
+				Rebind: time.Date(2026, 11, 28, 12, 52, 30, 0, time.UTC), Expires: time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC)},
+			{Link: "bond0", Family: "ipv6", Address: netip.MustParsePrefix("2001:db8::9/128"),
+				DNS: []netip.Addr{netip.MustParseAddr("2001:db8::53")}, Server: "00030001020000000001",
+				Obtained: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC), Expires: time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC)},
+		},
 	}, nil
 }
 

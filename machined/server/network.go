@@ -12,7 +12,7 @@ import (
 )
 
 // NetworkStatus is the host network as the node has it, for the Links,
-// Addresses, Routes, Resolvers, Hostname and TimeStatus calls.
+// Addresses, Routes, Resolvers, Hostname, TimeStatus and Leases calls.
 type NetworkStatus struct {
 	Links            []NetLink
 	Addresses        []NetAddress
@@ -23,6 +23,29 @@ type NetworkStatus struct {
 	Hostname         string
 	HostnameSource   string
 	Time             TimeStatus
+	Leases           []NetLease
+}
+
+// NetLease is a DHCPv4 or DHCPv6 lease held by a link.
+type NetLease struct {
+	Link, Family string // Family: "ipv4" or "ipv6"
+	Address      netip.Prefix
+	Gateway      netip.Addr // invalid: none
+	Routes       []NetLeaseRoute
+	DNS          []netip.Addr
+	Domain       string
+	Search       []string
+	Hostname     string
+	MTU          int
+	// Server is the server's address (IPv4) or DUID in hex (IPv6).
+	Server                           string
+	Obtained, Renew, Rebind, Expires time.Time
+}
+
+// NetLeaseRoute is a route a lease installs.
+type NetLeaseRoute struct {
+	Dst     netip.Prefix
+	Gateway netip.Addr // invalid: on-link
 }
 
 // NetLink is a network link.
@@ -146,6 +169,44 @@ func (v *service) TimeStatus(ctx context.Context, _ *machine.TimeStatusRequest) 
 		resp.Offset = durationpb.New(t.Offset)
 		resp.Delay = durationpb.New(t.Delay)
 		resp.LastSync = timestamppb.New(t.LastSync)
+	}
+	return resp, nil
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// LeaseToProto converts a lease to its wire form.
+func LeaseToProto(l NetLease) *machine.Lease {
+	out := &machine.Lease{
+		Link: l.Link, Family: l.Family, Gateway: addrString(l.Gateway), Domain: l.Domain,
+		Search: l.Search, Hostname: l.Hostname, Mtu: uint32(max(l.MTU, 0)), Server: l.Server,
+		Obtained: timestamp(l.Obtained), Renew: timestamp(l.Renew), Rebind: timestamp(l.Rebind), Expires: timestamp(l.Expires),
+	}
+	if l.Address.IsValid() {
+		out.Address = l.Address.String()
+	}
+	for _, r := range l.Routes {
+		out.Routes = append(out.Routes, &machine.LeaseRoute{Destination: r.Dst.String(), Gateway: addrString(r.Gateway)})
+	}
+	for _, a := range l.DNS {
+		out.Dns = append(out.Dns, a.String())
+	}
+	return out
+}
+
+func (v *service) Leases(ctx context.Context, _ *machine.LeasesRequest) (*machine.LeasesResponse, error) {
+	st, err := v.s.m.NetworkStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &machine.LeasesResponse{}
+	for _, l := range st.Leases {
+		resp.Leases = append(resp.Leases, LeaseToProto(l))
 	}
 	return resp, nil
 }

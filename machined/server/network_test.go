@@ -42,6 +42,19 @@ func TestNetworkViews(t *testing.T) {
 			Enabled: true, Synced: true, Servers: []string{"10.0.0.123"}, Server: "10.0.0.123",
 			Offset: durationpb.New(1500 * time.Microsecond), Delay: durationpb.New(300 * time.Microsecond), Stratum: 2,
 			LastSync: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)), Steps: 1, Slews: 3}},
+		{"Leases", func() (proto.Message, error) { return c.Leases(ctx, &machine.LeasesRequest{}) }, &machine.LeasesResponse{
+			Leases: []*machine.Lease{
+				{Link: "bond0", Family: "ipv4", Address: "10.0.0.9/24", Gateway: "10.0.0.1",
+					Routes: []*machine.LeaseRoute{{Destination: "0.0.0.0/0", Gateway: "10.0.0.1"}},
+					Dns:    []string{"10.0.0.53"}, Domain: "example.com", Hostname: "cp-1", Mtu: 1500, Server: "10.0.0.1",
+					Obtained: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)),
+					Renew:    timestamppb.New(time.Date(2026, 11, 28, 12, 30, 0, 0, time.UTC)),
+					Rebind:   timestamppb.New(time.Date(2026, 11, 28, 12, 52, 30, 0, time.UTC)),
+					Expires:  timestamppb.New(time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC))},
+				{Link: "bond0", Family: "ipv6", Address: "2001:db8::9/128", Dns: []string{"2001:db8::53"}, Server: "00030001020000000001",
+					Obtained: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)),
+					Expires:  timestamppb.New(time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC))},
+			}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := tt.call()

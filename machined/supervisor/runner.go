@@ -80,15 +80,28 @@ func (s *Supervisor) backoff(failures int) time.Duration {
 	return min(d, s.opts.BackoffMax)
 }
 
-// waitDeps blocks until every dependency of spec is ready, keeping svc in
-// Waiting meanwhile. It returns false when r is cancelled.
+// waitDeps blocks until every dependency of spec is ready (and, with
+// NeedsTime, the clock), keeping svc in Waiting meanwhile. It returns false
+// when r is cancelled.
 func (s *Supervisor) waitDeps(svc *service, r *run, spec Spec) bool {
 	for {
 		if r.ctx.Err() != nil {
 			return false
 		}
+		timeReady := s.opts.TimeReady
+		if !spec.NeedsTime {
+			timeReady = nil
+		}
 		s.mu.Lock()
 		missing := s.unreadyLocked(spec)
+		if timeReady != nil {
+			select {
+			case <-timeReady:
+				timeReady = nil
+			default:
+				missing = append([]string{"time sync"}, missing...)
+			}
+		}
 		if len(missing) == 0 {
 			s.mu.Unlock()
 			return true
@@ -109,6 +122,7 @@ func (s *Supervisor) waitDeps(svc *service, r *run, spec Spec) bool {
 		}
 		select {
 		case <-changed:
+		case <-timeReady: // nil (blocks forever) unless waiting for it
 		case <-r.ctx.Done():
 			return false
 		}

@@ -58,6 +58,10 @@ type Spec struct {
 	DependsOn []string
 	Restart   RestartPolicy
 	Health    *HealthCheck
+	// NeedsTime holds the service back until Options.TimeReady is closed
+	// (the clock was synced, or the wait for it timed out): for services
+	// that check certificates.
+	NeedsTime bool
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)

@@ -106,6 +106,9 @@ type Options struct {
 	// (SysProcAttr.UseCgroupFD) or to drop privileges. An error counts as a
 	// failed start.
 	Prepare func(*exec.Cmd, Spec) error
+	// TimeReady is closed when services with NeedsTime may start; nil: at
+	// once.
+	TimeReady <-chan struct{}
 }
 
 // Supervisor runs a set of services.

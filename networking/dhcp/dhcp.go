@@ -1,7 +1,9 @@
-// Package dhcp is the DHCPv4 client of a node: it obtains a lease on one interface
-// (discover, offer, request, ack over a raw socket, so the interface needs no address
-// yet), hands it to the caller to install, renews it at T1, rebinds at T2 and starts
-// over when it expires or the server says no.
+// Package dhcp holds the DHCP clients of a node. Client (DHCPv4) obtains a lease on
+// one interface (discover, offer, request, ack over a raw socket, so the interface
+// needs no address yet), hands it to the caller to install, renews it at T1, rebinds
+// at T2, starts over when it expires or the server says no, and releases it when it
+// is stopped. Client6 does the same for DHCPv6 (solicit, advertise, request, reply;
+// renew, rebind, release) for one IA_NA address and the DNS options.
 package dhcp
 
 import (
@@ -11,10 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"golang.org/x/sys/unix"
 )
 
 // Lease is what a DHCP server gave.
@@ -142,7 +147,8 @@ const DefaultRetry = 2 * time.Second
 // requestTimeout bounds one exchange with the server (nclient4 retries inside it).
 const requestTimeout = 10 * time.Second
 
-// Run keeps a lease until ctx ends, then calls Lost for the lease held, if any.
+// Run keeps a lease until ctx ends, then releases the lease held, if any (a
+// DHCPRELEASE to its server), and calls Lost for it.
 func (c *Client) Run(ctx context.Context) error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -173,7 +179,18 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		held, raw = nil, nil
 	}
-	defer lost()
+	defer func() {
+		// Stopped (the config dropped DHCP, or shutdown): give the address
+		// back, so that the server may hand it out again at once.
+		if raw != nil {
+			if err := release(c.Interface, held, raw); err != nil {
+				log.Warn("DHCP release", "addr", held.Addr, "err", err)
+			} else {
+				log.Info("DHCP lease released", "addr", held.Addr)
+			}
+		}
+		lost()
+	}()
 	for {
 		if held == nil {
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -272,4 +289,41 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// release sends a DHCPRELEASE for the lease, unicast from the leased address
+// to the server (RFC 2131 4.4.6). It goes through an ordinary UDP socket while
+// the address is still on the link: a server behind a kernel's UDP stack
+// (dnsmasq, the test's server4) never sees nclient4's raw-socket release,
+// whose source address 0.0.0.0 the kernel drops as martian for a unicast
+// destination.
+func release(iface string, l *Lease, raw *nclient4.Lease) error {
+	msg, err := dhcpv4.NewReleaseFromACK(raw.ACK)
+	if err != nil {
+		return fmt.Errorf("build DHCPRELEASE: %w", err)
+	}
+	if !l.ServerID.IsValid() {
+		return errors.New("the lease names no server")
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				return
+			}
+			serr = unix.BindToDevice(int(fd), iface)
+		})
+		return errors.Join(err, serr)
+	}}
+	local := net.JoinHostPort(l.Addr.Addr().String(), strconv.Itoa(dhcpv4.ClientPort))
+	pc, err := lc.ListenPacket(context.Background(), "udp4", local)
+	if err != nil {
+		return fmt.Errorf("DHCPRELEASE socket on %s: %w", local, err)
+	}
+	defer pc.Close()
+	dst := &net.UDPAddr{IP: l.ServerID.AsSlice(), Port: dhcpv4.ServerPort}
+	if _, err := pc.WriteTo(msg.ToBytes(), dst); err != nil {
+		return fmt.Errorf("send DHCPRELEASE to %s: %w", dst, err)
+	}
+	return nil
 }

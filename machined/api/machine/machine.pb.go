@@ -2987,6 +2987,305 @@ func (x *TimeStatusResponse) GetSlews() uint32 {
 	return 0
 }
 
+type LeasesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeasesRequest) Reset() {
+	*x = LeasesRequest{}
+	mi := &file_machine_machine_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeasesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeasesRequest) ProtoMessage() {}
+
+func (x *LeasesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeasesRequest.ProtoReflect.Descriptor instead.
+func (*LeasesRequest) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{52}
+}
+
+// Lease is a DHCPv4 or DHCPv6 lease held by a link.
+type Lease struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Link  string                 `protobuf:"bytes,1,opt,name=link,proto3" json:"link,omitempty"`
+	// "ipv4" or "ipv6".
+	Family string `protobuf:"bytes,2,opt,name=family,proto3" json:"family,omitempty"`
+	// The leased address with its prefix length (IPv6: /128; the on-link
+	// prefix comes from Router Advertisements).
+	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	// IPv4: the router option; empty when none.
+	Gateway string        `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Routes  []*LeaseRoute `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
+	Dns     []string      `protobuf:"bytes,6,rep,name=dns,proto3" json:"dns,omitempty"`
+	Domain  string        `protobuf:"bytes,7,opt,name=domain,proto3" json:"domain,omitempty"`
+	Search  []string      `protobuf:"bytes,8,rep,name=search,proto3" json:"search,omitempty"`
+	// Host name offered by the server.
+	Hostname string `protobuf:"bytes,9,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// Interface MTU offered by the server; 0 when none.
+	Mtu uint32 `protobuf:"varint,10,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// The server: its address (IPv4) or its DUID in hex (IPv6).
+	Server   string                 `protobuf:"bytes,11,opt,name=server,proto3" json:"server,omitempty"`
+	Obtained *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=obtained,proto3" json:"obtained,omitempty"`
+	// When the client renews (T1) and rebinds (T2).
+	Renew         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=renew,proto3" json:"renew,omitempty"`
+	Rebind        *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=rebind,proto3" json:"rebind,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_machine_machine_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Lease) GetLink() string {
+	if x != nil {
+		return x.Link
+	}
+	return ""
+}
+
+func (x *Lease) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *Lease) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Lease) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Lease) GetRoutes() []*LeaseRoute {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *Lease) GetDns() []string {
+	if x != nil {
+		return x.Dns
+	}
+	return nil
+}
+
+func (x *Lease) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Lease) GetSearch() []string {
+	if x != nil {
+		return x.Search
+	}
+	return nil
+}
+
+func (x *Lease) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Lease) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Lease) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *Lease) GetObtained() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Obtained
+	}
+	return nil
+}
+
+func (x *Lease) GetRenew() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Renew
+	}
+	return nil
+}
+
+func (x *Lease) GetRebind() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Rebind
+	}
+	return nil
+}
+
+func (x *Lease) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+// LeaseRoute is a route a lease installs.
+type LeaseRoute struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Destination string                 `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Empty for an on-link route.
+	Gateway       string `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRoute) Reset() {
+	*x = LeaseRoute{}
+	mi := &file_machine_machine_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRoute) ProtoMessage() {}
+
+func (x *LeaseRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRoute.ProtoReflect.Descriptor instead.
+func (*LeaseRoute) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *LeaseRoute) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *LeaseRoute) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+type LeasesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*Lease               `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeasesResponse) Reset() {
+	*x = LeasesResponse{}
+	mi := &file_machine_machine_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeasesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeasesResponse) ProtoMessage() {}
+
+func (x *LeasesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_machine_machine_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeasesResponse.ProtoReflect.Descriptor instead.
+func (*LeasesResponse) Descriptor() ([]byte, []int) {
+	return file_machine_machine_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *LeasesResponse) GetLeases() []*Lease {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
 type ProcessesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2995,7 +3294,7 @@ type ProcessesRequest struct {
 
 func (x *ProcessesRequest) Reset() {
 	*x = ProcessesRequest{}
-	mi := &file_machine_machine_proto_msgTypes[52]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3306,7 @@ func (x *ProcessesRequest) String() string {
 func (*ProcessesRequest) ProtoMessage() {}
 
 func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[52]
+	mi := &file_machine_machine_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3319,7 @@ func (x *ProcessesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesRequest.ProtoReflect.Descriptor instead.
 func (*ProcessesRequest) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{52}
+	return file_machine_machine_proto_rawDescGZIP(), []int{56}
 }
 
 type Process struct {
@@ -3040,7 +3339,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_machine_machine_proto_msgTypes[53]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3351,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[53]
+	mi := &file_machine_machine_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3364,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{53}
+	return file_machine_machine_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Process) GetPid() int32 {
@@ -3119,7 +3418,7 @@ type ProcessesResponse struct {
 
 func (x *ProcessesResponse) Reset() {
 	*x = ProcessesResponse{}
-	mi := &file_machine_machine_proto_msgTypes[54]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +3430,7 @@ func (x *ProcessesResponse) String() string {
 func (*ProcessesResponse) ProtoMessage() {}
 
 func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_machine_machine_proto_msgTypes[54]
+	mi := &file_machine_machine_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +3443,7 @@ func (x *ProcessesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessesResponse.ProtoReflect.Descriptor instead.
 func (*ProcessesResponse) Descriptor() ([]byte, []int) {
-	return file_machine_machine_proto_rawDescGZIP(), []int{54}
+	return file_machine_machine_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ProcessesResponse) GetProcesses() []*Process {
@@ -3353,7 +3652,31 @@ const file_machine_machine_proto_rawDesc = "" +
 	"last_error\x18\t \x01(\tR\tlastError\x12\x14\n" +
 	"\x05steps\x18\n" +
 	" \x01(\rR\x05steps\x12\x14\n" +
-	"\x05slews\x18\v \x01(\rR\x05slews\"\x12\n" +
+	"\x05slews\x18\v \x01(\rR\x05slews\"\x0f\n" +
+	"\rLeasesRequest\"\xfe\x03\n" +
+	"\x05Lease\x12\x12\n" +
+	"\x04link\x18\x01 \x01(\tR\x04link\x12\x16\n" +
+	"\x06family\x18\x02 \x01(\tR\x06family\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x18\n" +
+	"\agateway\x18\x04 \x01(\tR\agateway\x129\n" +
+	"\x06routes\x18\x05 \x03(\v2!.kiln.machine.v1alpha1.LeaseRouteR\x06routes\x12\x10\n" +
+	"\x03dns\x18\x06 \x03(\tR\x03dns\x12\x16\n" +
+	"\x06domain\x18\a \x01(\tR\x06domain\x12\x16\n" +
+	"\x06search\x18\b \x03(\tR\x06search\x12\x1a\n" +
+	"\bhostname\x18\t \x01(\tR\bhostname\x12\x10\n" +
+	"\x03mtu\x18\n" +
+	" \x01(\rR\x03mtu\x12\x16\n" +
+	"\x06server\x18\v \x01(\tR\x06server\x126\n" +
+	"\bobtained\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bobtained\x120\n" +
+	"\x05renew\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x05renew\x122\n" +
+	"\x06rebind\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x06rebind\x124\n" +
+	"\aexpires\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"H\n" +
+	"\n" +
+	"LeaseRoute\x12 \n" +
+	"\vdestination\x18\x01 \x01(\tR\vdestination\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\"F\n" +
+	"\x0eLeasesResponse\x124\n" +
+	"\x06leases\x18\x01 \x03(\v2\x1c.kiln.machine.v1alpha1.LeaseR\x06leases\"\x12\n" +
 	"\x10ProcessesRequest\"\x99\x01\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
@@ -3369,7 +3692,7 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\x14APPLY_MODE_NO_REBOOT\x10\x01\x12\x15\n" +
 	"\x11APPLY_MODE_REBOOT\x10\x02\x12\x15\n" +
 	"\x11APPLY_MODE_STAGED\x10\x03\x12\x12\n" +
-	"\x0eAPPLY_MODE_TRY\x10\x042\xe6\x11\n" +
+	"\x0eAPPLY_MODE_TRY\x10\x042\xbd\x12\n" +
 	"\x0eMachineService\x12y\n" +
 	"\x12ApplyConfiguration\x120.kiln.machine.v1alpha1.ApplyConfigurationRequest\x1a1.kiln.machine.v1alpha1.ApplyConfigurationResponse\x12\x7f\n" +
 	"\x14ConfirmConfiguration\x122.kiln.machine.v1alpha1.ConfirmConfigurationRequest\x1a3.kiln.machine.v1alpha1.ConfirmConfigurationResponse\x12^\n" +
@@ -3394,7 +3717,8 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\tResolvers\x12'.kiln.machine.v1alpha1.ResolversRequest\x1a(.kiln.machine.v1alpha1.ResolversResponse\x12[\n" +
 	"\bHostname\x12&.kiln.machine.v1alpha1.HostnameRequest\x1a'.kiln.machine.v1alpha1.HostnameResponse\x12a\n" +
 	"\n" +
-	"TimeStatus\x12(.kiln.machine.v1alpha1.TimeStatusRequest\x1a).kiln.machine.v1alpha1.TimeStatusResponse\x12d\n" +
+	"TimeStatus\x12(.kiln.machine.v1alpha1.TimeStatusRequest\x1a).kiln.machine.v1alpha1.TimeStatusResponse\x12U\n" +
+	"\x06Leases\x12$.kiln.machine.v1alpha1.LeasesRequest\x1a%.kiln.machine.v1alpha1.LeasesResponse\x12d\n" +
 	"\vDebugAction\x12).kiln.machine.v1alpha1.DebugActionRequest\x1a*.kiln.machine.v1alpha1.DebugActionResponseB6Z4github.com/kiln-os/kiln/machined/api/machine;machineb\x06proto3"
 
 var (
@@ -3410,7 +3734,7 @@ func file_machine_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_machine_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_machine_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_machine_machine_proto_goTypes = []any{
 	(ApplyMode)(0),                       // 0: kiln.machine.v1alpha1.ApplyMode
 	(*ApplyConfigurationRequest)(nil),    // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest
@@ -3465,90 +3789,102 @@ var file_machine_machine_proto_goTypes = []any{
 	(*HostnameResponse)(nil),             // 50: kiln.machine.v1alpha1.HostnameResponse
 	(*TimeStatusRequest)(nil),            // 51: kiln.machine.v1alpha1.TimeStatusRequest
 	(*TimeStatusResponse)(nil),           // 52: kiln.machine.v1alpha1.TimeStatusResponse
-	(*ProcessesRequest)(nil),             // 53: kiln.machine.v1alpha1.ProcessesRequest
-	(*Process)(nil),                      // 54: kiln.machine.v1alpha1.Process
-	(*ProcessesResponse)(nil),            // 55: kiln.machine.v1alpha1.ProcessesResponse
-	nil,                                  // 56: kiln.machine.v1alpha1.Event.AttributesEntry
-	(*durationpb.Duration)(nil),          // 57: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 58: google.protobuf.Timestamp
+	(*LeasesRequest)(nil),                // 53: kiln.machine.v1alpha1.LeasesRequest
+	(*Lease)(nil),                        // 54: kiln.machine.v1alpha1.Lease
+	(*LeaseRoute)(nil),                   // 55: kiln.machine.v1alpha1.LeaseRoute
+	(*LeasesResponse)(nil),               // 56: kiln.machine.v1alpha1.LeasesResponse
+	(*ProcessesRequest)(nil),             // 57: kiln.machine.v1alpha1.ProcessesRequest
+	(*Process)(nil),                      // 58: kiln.machine.v1alpha1.Process
+	(*ProcessesResponse)(nil),            // 59: kiln.machine.v1alpha1.ProcessesResponse
+	nil,                                  // 60: kiln.machine.v1alpha1.Event.AttributesEntry
+	(*durationpb.Duration)(nil),          // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 62: google.protobuf.Timestamp
 }
 var file_machine_machine_proto_depIdxs = []int32{
 	0,  // 0: kiln.machine.v1alpha1.ApplyConfigurationRequest.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
-	57, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
+	61, // 1: kiln.machine.v1alpha1.ApplyConfigurationRequest.try_timeout:type_name -> google.protobuf.Duration
 	0,  // 2: kiln.machine.v1alpha1.ApplyConfigurationResponse.mode:type_name -> kiln.machine.v1alpha1.ApplyMode
 	8,  // 3: kiln.machine.v1alpha1.VersionResponse.version:type_name -> kiln.machine.v1alpha1.VersionInfo
 	11, // 4: kiln.machine.v1alpha1.DisksResponse.disks:type_name -> kiln.machine.v1alpha1.Disk
-	58, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
-	58, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
+	62, // 5: kiln.machine.v1alpha1.ServiceEvent.time:type_name -> google.protobuf.Timestamp
+	62, // 6: kiln.machine.v1alpha1.ServiceHealth.last_change:type_name -> google.protobuf.Timestamp
 	15, // 7: kiln.machine.v1alpha1.ServiceInfo.health:type_name -> kiln.machine.v1alpha1.ServiceHealth
-	58, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
+	62, // 8: kiln.machine.v1alpha1.ServiceInfo.state_since:type_name -> google.protobuf.Timestamp
 	14, // 9: kiln.machine.v1alpha1.ServiceInfo.events:type_name -> kiln.machine.v1alpha1.ServiceEvent
 	16, // 10: kiln.machine.v1alpha1.ServiceListResponse.services:type_name -> kiln.machine.v1alpha1.ServiceInfo
-	57, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
-	58, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	56, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
+	61, // 11: kiln.machine.v1alpha1.DmesgEntry.since_boot:type_name -> google.protobuf.Duration
+	62, // 12: kiln.machine.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	60, // 13: kiln.machine.v1alpha1.Event.attributes:type_name -> kiln.machine.v1alpha1.Event.AttributesEntry
 	31, // 14: kiln.machine.v1alpha1.MountsResponse.mounts:type_name -> kiln.machine.v1alpha1.Mount
 	34, // 15: kiln.machine.v1alpha1.NetstatResponse.sockets:type_name -> kiln.machine.v1alpha1.Socket
 	39, // 16: kiln.machine.v1alpha1.LinksResponse.links:type_name -> kiln.machine.v1alpha1.Link
 	42, // 17: kiln.machine.v1alpha1.AddressesResponse.addresses:type_name -> kiln.machine.v1alpha1.Address
 	45, // 18: kiln.machine.v1alpha1.RoutesResponse.routes:type_name -> kiln.machine.v1alpha1.Route
-	57, // 19: kiln.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
-	57, // 20: kiln.machine.v1alpha1.TimeStatusResponse.delay:type_name -> google.protobuf.Duration
-	58, // 21: kiln.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
-	54, // 22: kiln.machine.v1alpha1.ProcessesResponse.processes:type_name -> kiln.machine.v1alpha1.Process
-	1,  // 23: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
-	3,  // 24: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
-	5,  // 25: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
-	7,  // 26: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
-	10, // 27: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
-	13, // 28: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
-	18, // 29: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 30: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 31: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	20, // 32: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
-	22, // 33: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
-	24, // 34: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
-	26, // 35: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
-	28, // 36: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
-	30, // 37: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
-	53, // 38: kiln.machine.v1alpha1.MachineService.Processes:input_type -> kiln.machine.v1alpha1.ProcessesRequest
-	33, // 39: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
-	38, // 40: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
-	41, // 41: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
-	44, // 42: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
-	47, // 43: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
-	49, // 44: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
-	51, // 45: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
-	36, // 46: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
-	2,  // 47: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
-	4,  // 48: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
-	6,  // 49: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
-	9,  // 50: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
-	12, // 51: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
-	17, // 52: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
-	19, // 53: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 54: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 55: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	21, // 56: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
-	23, // 57: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
-	25, // 58: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
-	27, // 59: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
-	29, // 60: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
-	32, // 61: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
-	55, // 62: kiln.machine.v1alpha1.MachineService.Processes:output_type -> kiln.machine.v1alpha1.ProcessesResponse
-	35, // 63: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
-	40, // 64: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
-	43, // 65: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
-	46, // 66: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
-	48, // 67: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
-	50, // 68: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
-	52, // 69: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
-	37, // 70: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
-	47, // [47:71] is the sub-list for method output_type
-	23, // [23:47] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	61, // 19: kiln.machine.v1alpha1.TimeStatusResponse.offset:type_name -> google.protobuf.Duration
+	61, // 20: kiln.machine.v1alpha1.TimeStatusResponse.delay:type_name -> google.protobuf.Duration
+	62, // 21: kiln.machine.v1alpha1.TimeStatusResponse.last_sync:type_name -> google.protobuf.Timestamp
+	55, // 22: kiln.machine.v1alpha1.Lease.routes:type_name -> kiln.machine.v1alpha1.LeaseRoute
+	62, // 23: kiln.machine.v1alpha1.Lease.obtained:type_name -> google.protobuf.Timestamp
+	62, // 24: kiln.machine.v1alpha1.Lease.renew:type_name -> google.protobuf.Timestamp
+	62, // 25: kiln.machine.v1alpha1.Lease.rebind:type_name -> google.protobuf.Timestamp
+	62, // 26: kiln.machine.v1alpha1.Lease.expires:type_name -> google.protobuf.Timestamp
+	54, // 27: kiln.machine.v1alpha1.LeasesResponse.leases:type_name -> kiln.machine.v1alpha1.Lease
+	58, // 28: kiln.machine.v1alpha1.ProcessesResponse.processes:type_name -> kiln.machine.v1alpha1.Process
+	1,  // 29: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
+	3,  // 30: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
+	5,  // 31: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
+	7,  // 32: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
+	10, // 33: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
+	13, // 34: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
+	18, // 35: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 36: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 37: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	20, // 38: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
+	22, // 39: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
+	24, // 40: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
+	26, // 41: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
+	28, // 42: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
+	30, // 43: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
+	57, // 44: kiln.machine.v1alpha1.MachineService.Processes:input_type -> kiln.machine.v1alpha1.ProcessesRequest
+	33, // 45: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
+	38, // 46: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
+	41, // 47: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
+	44, // 48: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
+	47, // 49: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
+	49, // 50: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
+	51, // 51: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
+	53, // 52: kiln.machine.v1alpha1.MachineService.Leases:input_type -> kiln.machine.v1alpha1.LeasesRequest
+	36, // 53: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
+	2,  // 54: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
+	4,  // 55: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
+	6,  // 56: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
+	9,  // 57: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
+	12, // 58: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
+	17, // 59: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
+	19, // 60: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 61: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 62: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	21, // 63: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
+	23, // 64: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
+	25, // 65: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
+	27, // 66: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
+	29, // 67: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
+	32, // 68: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
+	59, // 69: kiln.machine.v1alpha1.MachineService.Processes:output_type -> kiln.machine.v1alpha1.ProcessesResponse
+	35, // 70: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
+	40, // 71: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
+	43, // 72: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
+	46, // 73: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
+	48, // 74: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
+	50, // 75: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
+	52, // 76: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
+	56, // 77: kiln.machine.v1alpha1.MachineService.Leases:output_type -> kiln.machine.v1alpha1.LeasesResponse
+	37, // 78: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
+	54, // [54:79] is the sub-list for method output_type
+	29, // [29:54] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }
@@ -3562,7 +3898,7 @@ func file_machine_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_machine_machine_proto_rawDesc), len(file_machine_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   56,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

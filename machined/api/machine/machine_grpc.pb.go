@@ -48,6 +48,7 @@ const (
 	MachineService_Resolvers_FullMethodName            = "/kiln.machine.v1alpha1.MachineService/Resolvers"
 	MachineService_Hostname_FullMethodName             = "/kiln.machine.v1alpha1.MachineService/Hostname"
 	MachineService_TimeStatus_FullMethodName           = "/kiln.machine.v1alpha1.MachineService/TimeStatus"
+	MachineService_Leases_FullMethodName               = "/kiln.machine.v1alpha1.MachineService/Leases"
 	MachineService_DebugAction_FullMethodName          = "/kiln.machine.v1alpha1.MachineService/DebugAction"
 )
 
@@ -103,6 +104,9 @@ type MachineServiceClient interface {
 	Hostname(ctx context.Context, in *HostnameRequest, opts ...grpc.CallOption) (*HostnameResponse, error)
 	// TimeStatus reports the state of time synchronisation (NTP).
 	TimeStatus(ctx context.Context, in *TimeStatusRequest, opts ...grpc.CallOption) (*TimeStatusResponse, error)
+	// Leases lists the DHCPv4 and DHCPv6 leases the node holds, with their
+	// options.
+	Leases(ctx context.Context, in *LeasesRequest, opts ...grpc.CallOption) (*LeasesResponse, error)
 	// DebugAction runs a test-only action (e.g. "crash": machined exits
 	// abnormally after answering). Refused unless machined was started with
 	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
@@ -375,6 +379,16 @@ func (c *machineServiceClient) TimeStatus(ctx context.Context, in *TimeStatusReq
 	return out, nil
 }
 
+func (c *machineServiceClient) Leases(ctx context.Context, in *LeasesRequest, opts ...grpc.CallOption) (*LeasesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeasesResponse)
+	err := c.cc.Invoke(ctx, MachineService_Leases_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *machineServiceClient) DebugAction(ctx context.Context, in *DebugActionRequest, opts ...grpc.CallOption) (*DebugActionResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DebugActionResponse)
@@ -437,6 +451,9 @@ type MachineServiceServer interface {
 	Hostname(context.Context, *HostnameRequest) (*HostnameResponse, error)
 	// TimeStatus reports the state of time synchronisation (NTP).
 	TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error)
+	// Leases lists the DHCPv4 and DHCPv6 leases the node holds, with their
+	// options.
+	Leases(context.Context, *LeasesRequest) (*LeasesResponse, error)
 	// DebugAction runs a test-only action (e.g. "crash": machined exits
 	// abnormally after answering). Refused unless machined was started with
 	// debug actions enabled (--debug-actions, or kiln.debug on a node's kernel
@@ -520,6 +537,9 @@ func (UnimplementedMachineServiceServer) Hostname(context.Context, *HostnameRequ
 }
 func (UnimplementedMachineServiceServer) TimeStatus(context.Context, *TimeStatusRequest) (*TimeStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TimeStatus not implemented")
+}
+func (UnimplementedMachineServiceServer) Leases(context.Context, *LeasesRequest) (*LeasesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leases not implemented")
 }
 func (UnimplementedMachineServiceServer) DebugAction(context.Context, *DebugActionRequest) (*DebugActionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DebugAction not implemented")
@@ -938,6 +958,24 @@ func _MachineService_TimeStatus_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MachineService_Leases_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeasesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MachineServiceServer).Leases(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MachineService_Leases_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MachineServiceServer).Leases(ctx, req.(*LeasesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _MachineService_DebugAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DebugActionRequest)
 	if err := dec(in); err != nil {
@@ -1042,6 +1080,10 @@ var MachineService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TimeStatus",
 			Handler:    _MachineService_TimeStatus_Handler,
+		},
+		{
+			MethodName: "Leases",
+			Handler:    _MachineService_Leases_Handler,
 		},
 		{
 			MethodName: "DebugAction",

@@ -73,6 +73,7 @@ var Methods = map[string][]Role{
 	machine.MachineService_Resolvers_FullMethodName:            readers,
 	machine.MachineService_Hostname_FullMethodName:             readers,
 	machine.MachineService_TimeStatus_FullMethodName:           readers,
+	machine.MachineService_Leases_FullMethodName:               readers,
 	machine.MachineService_DebugAction_FullMethodName:          admins,
 
 	HealthCheck:      readers,

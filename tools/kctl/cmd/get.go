@@ -23,7 +23,7 @@ func newGetCommand(g *globals) *cobra.Command {
 	c.AddCommand(newGetConfigCommand(g), newGetDisksCommand(g),
 		newGetLinksCommand(g), newGetAddressesCommand(g), newGetRoutesCommand(g),
 		newGetResolversCommand(g), newGetHostnameCommand(g), newGetTimeStatusCommand(g),
-		newGetProcessesCommand(g), newGetMountsCommand(g), newGetNetstatCommand(g))
+		newGetLeasesCommand(g), newGetProcessesCommand(g), newGetMountsCommand(g), newGetNetstatCommand(g))
 	return c
 }
 

@@ -53,6 +53,20 @@ func (netNode) TimeStatus(context.Context, *machine.TimeStatusRequest) (*machine
 		LastSync: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)), Steps: 1, Slews: 3}, nil
 }
 
+func (netNode) Leases(context.Context, *machine.LeasesRequest) (*machine.LeasesResponse, error) {
+	return &machine.LeasesResponse{Leases: []*machine.Lease{
+		{Link: "eth2", Family: "ipv4", Address: "192.0.2.10/24", Gateway: "192.0.2.1",
+			Routes: []*machine.LeaseRoute{{Destination: "0.0.0.0/0", Gateway: "192.0.2.1"}},
+			Dns:    []string{"192.0.2.53"}, Domain: "example.com", Mtu: 1500, Server: "192.0.2.1",
+			Obtained: timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)),
+			Renew:    timestamppb.New(time.Date(2026, 11, 28, 12, 30, 0, 0, time.UTC)),
+			Rebind:   timestamppb.New(time.Date(2026, 11, 28, 12, 52, 30, 0, time.UTC)),
+			Expires:  timestamppb.New(time.Date(2026, 11, 28, 13, 0, 0, 0, time.UTC))},
+		{Link: "eth2", Family: "ipv6", Address: "2001:db8::10/128", Dns: []string{"2001:db8::53"}, Server: "0003000102",
+			Expires: timestamppb.New(time.Date(2026, 11, 28, 14, 0, 0, 0, time.UTC))},
+	}}, nil
+}
+
 func startNetNode(t *testing.T) string {
 	t.Helper()
 	return serveFake(t, "net", netNode{})
@@ -77,6 +91,14 @@ func TestGetNetworkViews(t *testing.T) {
 		{[]string{"get", "resolvers"}, pad("NODE") + "   NAMESERVERS           SEARCH        SOURCE\n" +
 			node + "   10.0.0.53,10.0.0.54   example.com   config\n"},
 		{[]string{"get", "hostname", "-o", "yaml"}, "- node: " + node + "\n  hostname: kiln-123456\n  source: mac\n"},
+		{[]string{"get", "leases"}, pad("NODE") + "   LINK   FAMILY   ADDRESS            GATEWAY     DNS            SERVER       RENEW                  EXPIRES\n" +
+			node + "   eth2   ipv4     192.0.2.10/24      192.0.2.1   192.0.2.53     192.0.2.1    2026-11-28T12:30:00Z   2026-11-28T13:00:00Z\n" +
+			node + "   eth2   ipv6     2001:db8::10/128   -           2001:db8::53   0003000102   -                      2026-11-28T14:00:00Z\n"},
+		{[]string{"get", "leases", "-o", "yaml"}, "- node: " + node + "\n  link: eth2\n  family: ipv4\n  address: 192.0.2.10/24\n  gateway: 192.0.2.1\n" +
+			"  routes:\n    - destination: 0.0.0.0/0\n      gateway: 192.0.2.1\n  dns:\n    - 192.0.2.53\n  domain: example.com\n  mtu: 1500\n" +
+			"  server: 192.0.2.1\n  obtained: 2026-11-28T12:00:00Z\n  renew: 2026-11-28T12:30:00Z\n  rebind: 2026-11-28T12:52:30Z\n" +
+			"  expires: 2026-11-28T13:00:00Z\n- node: " + node + "\n  link: eth2\n  family: ipv6\n  address: 2001:db8::10/128\n  dns:\n    - 2001:db8::53\n" +
+			"  server: \"0003000102\"\n  expires: 2026-11-28T14:00:00Z\n"},
 		{[]string{"get", "timestatus"}, pad("NODE") + "   ENABLED   SYNCED   SERVER       OFFSET   STRATUM   LAST SYNC              ERROR\n" +
 			node + "   yes       yes      10.0.0.123   1.5ms    2         2026-11-28T12:00:00Z   -\n"},
 	} {
