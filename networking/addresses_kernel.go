@@ -16,10 +16,18 @@ func toIPNet(p netip.Prefix) *net.IPNet { return link.ToIPNet(p) }
 
 func fromIPNet(n *net.IPNet) (netip.Prefix, bool) { return link.FromIPNet(n) }
 
+// dynamicAddr reports whether the kernel will drop a by itself: it has a
+// finite lifetime (a lease's, SLAAC's).
+func dynamicAddr(a netlink.Addr) bool {
+	return a.ValidLft > 0 && a.ValidLft != 0xffffffff
+}
+
 // addresses is the address stage: every link of the specs gets its static
-// addresses; the addresses this Reconciler added earlier and the specs no
-// longer ask for are removed. Addresses it did not add (DHCP's, an
-// operator's, the kernel's link-local ones) are left alone.
+// addresses, permanent (one already there with a lifetime, such as the
+// address of a lease the Spec now makes static, loses its lifetime); the
+// addresses this Reconciler added earlier and the specs no longer ask for are
+// removed. Addresses it did not add (DHCP's, an operator's, the kernel's
+// link-local ones) are left alone.
 func (r *Reconciler) addresses(specs []LinkSpec, t linkTable) error {
 	var errs []error
 	next := map[string][]netip.Prefix{}
@@ -46,9 +54,11 @@ func (r *Reconciler) addresses(specs []LinkSpec, t linkTable) error {
 			continue
 		}
 		var have []netip.Prefix
+		dynamic := map[netip.Prefix]bool{}
 		for _, a := range as {
 			if p, ok := fromIPNet(a.IPNet); ok {
 				have = append(have, p)
+				dynamic[p] = dynamicAddr(a)
 			}
 		}
 		for _, p := range r.owned[name] {
@@ -61,7 +71,8 @@ func (r *Reconciler) addresses(specs []LinkSpec, t linkTable) error {
 		}
 		var added []netip.Prefix
 		for _, p := range next[name] {
-			if slices.Contains(have, p) {
+			present := slices.Contains(have, p)
+			if present && !dynamic[p] {
 				added = append(added, p)
 				continue
 			}
@@ -72,7 +83,13 @@ func (r *Reconciler) addresses(specs []LinkSpec, t linkTable) error {
 				// routes with it as source) work at once.
 				a.Flags = unix.IFA_F_NODAD
 			}
-			if err := r.k.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			var err error
+			if present {
+				err = r.k.AddrReplace(l, a) // no lifetimes: permanent
+			} else if err = r.k.AddrAdd(l, a); errors.Is(err, unix.EEXIST) {
+				err = nil
+			}
+			if err != nil {
 				errs = append(errs, err)
 				continue
 			}

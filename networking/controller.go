@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/kiln-os/kiln/networking/dhcp"
 	"github.com/kiln-os/kiln/networking/link"
 	"github.com/kiln-os/kiln/networking/resolv"
@@ -46,7 +48,9 @@ type Options struct {
 	FallbackHostname string
 	// DHCPRetry is the pause between failed DHCP rounds (dhcp.DefaultRetry when zero).
 	DHCPRetry time.Duration
-	// ProcSys is where the IPv6 sysctls of links are set (/proc/sys when empty).
+	// ProcSys is where sysctls are read and set (/proc/sys when empty): the
+	// IPv6 ones of links, and promote_secondaries through the Kernel when
+	// Kernel is nil.
 	ProcSys string
 }
 
@@ -71,9 +75,15 @@ type Controller struct {
 	// changed them, to be put back when the link leaves DHCP6.
 	ra map[string]raSysctls
 
+	// startV4 starts a DHCPv4 runner (startDHCP; a test's fake).
+	startV4 func(key, hostname string) *dhcpRun
+
 	// leaseMu guards the fields below; DHCP runners take it, never mu, so
 	// that Apply can wait for a runner to stop while holding mu.
-	leaseMu    sync.Mutex
+	leaseMu sync.Mutex
+	// claims is what the Spec of the latest Apply puts on each link: a
+	// runner neither removes nor overwrites it.
+	claims     map[string]linkClaims
 	leases     map[string]*dhcp.Lease  // by link name
 	leases6    map[string]*dhcp.Lease6 // by link name
 	dns        []netip.Addr            // from the Spec, copied for the runners
@@ -97,9 +107,11 @@ func New(opts Options) *Controller {
 		opts.ResolvConf = resolv.DefaultPath
 	}
 	if opts.Kernel == nil {
-		opts.Kernel = NewNetlinkKernel(nil)
+		k := NewNetlinkKernel(nil)
+		k.ProcSys = opts.ProcSys
+		opts.Kernel = k
 	}
-	return &Controller{
+	c := &Controller{
 		log:              opts.Log,
 		opts:             opts,
 		k:                opts.Kernel,
@@ -112,12 +124,20 @@ func New(opts Options) *Controller {
 		leases:           map[string]*dhcp.Lease{},
 		leases6:          map[string]*dhcp.Lease6{},
 	}
+	c.startV4 = c.startDHCP
+	return c
 }
 
 // Apply makes the host network what spec says. Static settings are in place when it
 // returns; DHCP runs in the background (see WaitAddress). A link the Spec names but
 // the node lacks is skipped with a warning: a NIC may come later, and a missing one
 // must not keep machined from starting.
+//
+// The order matters when a link goes from DHCP to static addressing: the
+// runners no longer wanted stop (releasing their leases) before the static
+// Spec is reconciled, and they leave in place what the Spec claims (an
+// address kept from the lease, a route), so the node never loses the address
+// a client reaches it through and the end state is exactly the Spec.
 func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -125,7 +145,10 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		return errors.New("networking: controller closed")
 	}
 	var errs []error
-	specs, err := c.rec.Reconcile(spec)
+	if err := c.promoteSecondaries(); err != nil {
+		errs = append(errs, err)
+	}
+	specs, err := c.rec.Resolve(spec)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("networking: %w", err))
 	}
@@ -144,11 +167,22 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 			dhcpWant[runKey{link: ls.Name, v6: true}] = true
 		}
 	}
+	c.leaseMu.Lock()
+	c.claims = claimsOf(specs)
+	c.leaseMu.Unlock()
 	for key, run := range c.runs {
 		if !dhcpWant[key] {
 			run.cancel()
 			<-run.done
 			delete(c.runs, key)
+		}
+	}
+	if specs != nil {
+		if err := c.rec.ReconcileLinks(specs); err != nil {
+			errs = append(errs, fmt.Errorf("networking: %w", err))
+		}
+		if err := c.promoteOnLinks(specs); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := c.applyRA(specs); err != nil {
@@ -170,7 +204,7 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		if key.v6 {
 			c.runs[key] = c.startDHCP6(key.link)
 		} else {
-			c.runs[key] = c.startDHCP(key.link, hostname)
+			c.runs[key] = c.startV4(key.link, hostname)
 		}
 	}
 	c.spec = spec
@@ -240,38 +274,102 @@ func leaseRoutes(ls *dhcp.Lease) []link.Route {
 	return rs
 }
 
+// kernelLink finds a link by name through the Kernel.
+func (c *Controller) kernelLink(name string) (netlink.Link, error) {
+	ls, err := c.k.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range ls {
+		if l.Attrs().Name == name {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("link %s: %w", name, errNoDevice)
+}
+
+// leaseRoute is a lease's route through the link with index in netlink's
+// form. Its protocol is left to the kernel (boot), so the static
+// reconciler, which removes only RouteProtocol routes, never takes it.
+func leaseRoute(index int, r link.Route) *netlink.Route {
+	nr := &netlink.Route{LinkIndex: index, Dst: toIPNet(r.Dst), Priority: int(r.Metric)}
+	if r.Gateway.IsValid() {
+		nr.Gw = r.Gateway.AsSlice()
+	} else {
+		nr.Scope = netlink.SCOPE_LINK
+	}
+	if r.Source.IsValid() {
+		nr.Src = r.Source.AsSlice()
+	}
+	return nr
+}
+
+// bound installs a new or renewed lease, except what the Spec claims: that
+// is the static reconciler's, with no lifetime.
 func (c *Controller) bound(name string, ls *dhcp.Lease) error {
 	// Names first: whoever sees the address may resolve names at once.
 	c.leaseMu.Lock()
 	c.leases[name] = ls
+	claims := c.claims[name]
 	c.leaseMu.Unlock()
 	if err := c.writeNames(); err != nil {
 		return err
 	}
-	if ls.MTU >= 576 {
-		if err := link.SetMTU(name, ls.MTU); err != nil {
+	l, err := c.kernelLink(name)
+	if err != nil {
+		return err
+	}
+	if ls.MTU >= 576 && l.Attrs().MTU != ls.MTU {
+		if err := c.k.LinkSetMTU(l, ls.MTU); err != nil {
 			c.log.Warn("MTU from DHCP", "interface", name, "mtu", ls.MTU, "err", err)
 		}
 	}
-	if err := link.ReplaceAddr(name, link.Addr{Prefix: ls.Addr, Valid: ls.Duration}); err != nil {
-		return err
+	if !claims.addr(ls.Addr) {
+		a := &netlink.Addr{IPNet: toIPNet(ls.Addr)}
+		if secs := int(ls.Duration / time.Second); secs > 0 {
+			a.ValidLft, a.PreferedLft = secs, secs
+		}
+		if err := c.k.AddrReplace(l, a); err != nil {
+			return err
+		}
 	}
 	for _, r := range leaseRoutes(ls) {
-		if err := link.ReplaceRoute(name, r); err != nil {
+		if claims.route(r) {
+			continue
+		}
+		if err := c.k.RouteReplace(leaseRoute(l.Attrs().Index, r)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// lost removes a lease that ended (released, expired, refused), except what
+// the Spec claims. Deleting a claimed address would be more than untidy: it
+// may be its subnet's primary address, and then the kernel (without
+// promote_secondaries) deletes the secondaries with it, and the routes
+// through them.
 func (c *Controller) lost(name string, ls *dhcp.Lease) {
-	for _, r := range leaseRoutes(ls) {
-		if err := link.DelRoute(name, r); err != nil {
-			c.log.Warn("remove DHCP route", "interface", name, "err", err)
+	c.leaseMu.Lock()
+	claims := c.claims[name]
+	c.leaseMu.Unlock()
+	switch l, err := c.kernelLink(name); {
+	case err == nil:
+		for _, r := range leaseRoutes(ls) {
+			if claims.route(r) {
+				continue
+			}
+			if err := c.k.RouteDel(leaseRoute(l.Attrs().Index, r)); err != nil {
+				c.log.Warn("remove DHCP route", "interface", name, "err", err)
+			}
 		}
-	}
-	if err := link.DelAddr(name, ls.Addr); err != nil {
-		c.log.Warn("remove DHCP address", "interface", name, "err", err)
+		if claims.addr(ls.Addr) {
+			c.log.Info("leased address kept: the config claims it", "interface", name, "addr", ls.Addr)
+		} else if err := c.k.AddrDel(l, &netlink.Addr{IPNet: toIPNet(ls.Addr)}); err != nil {
+			c.log.Warn("remove DHCP address", "interface", name, "err", err)
+		}
+	case !isNotFound(err):
+		c.log.Warn("remove DHCP lease", "interface", name, "err", err)
 	}
 	c.leaseMu.Lock()
 	delete(c.leases, name)
@@ -323,9 +421,9 @@ func (c *Controller) WaitAddress(ctx context.Context) bool {
 	}
 }
 
-// Close stops DHCP (releasing the leases and removing the leased addresses)
-// and forgets the Spec; static settings stay, so that a node keeps its address
-// while it shuts down.
+// Close stops DHCP (releasing the leases and removing the leased addresses
+// the Spec does not claim) and forgets the Spec; static settings stay, so
+// that a node keeps its address while it shuts down.
 func (c *Controller) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

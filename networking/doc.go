@@ -10,13 +10,18 @@
 // counting wrapper proves that a second pass writes nothing.
 //
 // Ownership: Kiln removes only what it made. Routes carry RouteProtocol, VLANs
-// and bonds the LinkAlias marker, so both survive a restart of machined;
+// and bonds the LinkAlias marker (set right after creation: the kernel ignores
+// an alias in RTM_NEWLINK), so both survive a restart of machined;
 // addresses are remembered by the Reconciler (a restart re-adopts those the
 // config still names). Links, addresses and routes the config does not name
 // are left alone.
 //
 // Controller adds the dynamic part: DHCPv4 runners (dhcp), which release their
-// leases when a link leaves DHCP or the Controller closes; IPv6 from the
+// leases when a link leaves DHCP or the Controller closes, and never remove or
+// overwrite an address or route the Spec claims (claims.go: a link switched
+// from DHCP to static keeps the leased address it is reached through; the
+// runners stop before the static Spec is reconciled, and promote_secondaries
+// is on, so a primary address that goes never takes its secondaries along); IPv6 from the
 // network for links with DHCP6 (ipv6.go: the kernel's SLAAC and RA default
 // route via accept_ra/autoconf, plus a DHCPv6 runner); resolv.conf, /etc/hosts
 // and /etc/hostname (resolv; names.go chooses config, else DHCP, else the

@@ -192,18 +192,28 @@ func solicitRouters(name string, mac net.HardwareAddr) error {
 
 // bound6 installs a DHCPv6 address: a /128, as RFC 8415 asks (the on-link
 // prefix is the Router Advertisements' business), with the lease's lifetimes.
+// An address the Spec claims is left to the static reconciler.
 func (c *Controller) bound6(name string, ls *dhcp.Lease6) error {
 	c.leaseMu.Lock()
 	c.leases6[name] = ls
+	claimed := c.claims[name].addr(netip.PrefixFrom(ls.Addr, 128))
 	c.leaseMu.Unlock()
 	if err := c.writeNames(); err != nil {
 		return err
+	}
+	if claimed {
+		return nil
 	}
 	return link.ReplaceAddr(name, link.Addr{Prefix: netip.PrefixFrom(ls.Addr, 128), Valid: ls.Valid, Preferred: ls.Preferred})
 }
 
 func (c *Controller) lost6(name string, ls *dhcp.Lease6) {
-	if err := link.DelAddr(name, netip.PrefixFrom(ls.Addr, 128)); err != nil {
+	c.leaseMu.Lock()
+	claimed := c.claims[name].addr(netip.PrefixFrom(ls.Addr, 128))
+	c.leaseMu.Unlock()
+	if claimed {
+		c.log.Info("leased address kept: the config claims it", "interface", name, "addr", ls.Addr)
+	} else if err := link.DelAddr(name, netip.PrefixFrom(ls.Addr, 128)); err != nil {
 		c.log.Warn("remove DHCPv6 address", "interface", name, "err", err)
 	}
 	c.leaseMu.Lock()

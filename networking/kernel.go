@@ -3,6 +3,9 @@ package networking
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -15,11 +18,14 @@ import (
 const RouteProtocol = netlink.RouteProtocol(75)
 
 // LinkAlias marks the links Kiln creates (VLANs, bonds) in IFLA_IFALIAS, so
-// that after a restart it still knows which virtual links are its own.
+// that after a restart it still knows which virtual links are its own. The
+// kernel ignores IFLA_IFALIAS in RTM_NEWLINK when it creates a link: the alias
+// is set by a separate LinkSetAlias right after LinkAdd.
 const LinkAlias = "kiln-managed"
 
-// Kernel is the small interface between the reconcilers and netlink: the
-// reads they need to compare and the writes they make. A counting wrapper
+// Kernel is the small interface between the reconcilers and netlink (and the
+// few sysctls they set): the reads they need to compare and the writes they
+// make. A counting wrapper
 // proves idempotence (a second pass writes nothing) and a fake stands in for
 // kernels without VLAN or bonding support.
 type Kernel interface {
@@ -30,23 +36,40 @@ type Kernel interface {
 	// Driver returns the kernel driver of a link ("virtio_net", "veth").
 	Driver(name string) (string, error)
 
+	// Sysctl reads a kernel parameter by its path under /proc/sys
+	// ("net/ipv4/conf/all/promote_secondaries"); a missing one is an error
+	// that matches os.ErrNotExist.
+	Sysctl(key string) (string, error)
+
+	// LinkAdd creates a link. Like the kernel, it ignores the link's Alias:
+	// LinkSetAlias sets it.
 	LinkAdd(l netlink.Link) error
 	LinkDel(l netlink.Link) error
+	LinkSetAlias(l netlink.Link, alias string) error
 	LinkSetUp(l netlink.Link) error
 	LinkSetDown(l netlink.Link) error
 	LinkSetMTU(l netlink.Link, mtu int) error
 	// LinkSetMaster enslaves l to the link with index master; 0 releases it.
 	LinkSetMaster(l netlink.Link, master int) error
 	AddrAdd(l netlink.Link, a *netlink.Addr) error
+	// AddrReplace adds an address or updates the one there: its lifetimes
+	// (none: permanent) and flags.
+	AddrReplace(l netlink.Link, a *netlink.Addr) error
 	AddrDel(l netlink.Link, a *netlink.Addr) error
 	RouteReplace(r *netlink.Route) error
 	RouteDel(r *netlink.Route) error
+	// SetSysctl writes a kernel parameter (key as for Sysctl).
+	SetSysctl(key, value string) error
 }
 
 // NetlinkKernel is the Kernel of a network namespace, through a netlink
 // handle.
 type NetlinkKernel struct {
 	h *netlink.Handle
+	// ProcSys is where Sysctl and SetSysctl find the kernel's parameters
+	// (/proc/sys when empty). /proc/sys shows the network namespace of the
+	// calling thread, whatever namespace the handle is in.
+	ProcSys string
 }
 
 // NewNetlinkKernel returns the Kernel of the network namespace h belongs to;
@@ -97,6 +120,29 @@ func (k *NetlinkKernel) Driver(name string) (string, error) {
 	return unix.ByteSliceToString(info.Driver[:]), nil
 }
 
+func (k *NetlinkKernel) sysctlPath(key string) string {
+	root := k.ProcSys
+	if root == "" {
+		root = "/proc/sys"
+	}
+	return filepath.Join(root, filepath.FromSlash(key))
+}
+
+func (k *NetlinkKernel) Sysctl(key string) (string, error) {
+	b, err := os.ReadFile(k.sysctlPath(key))
+	if err != nil {
+		return "", fmt.Errorf("read sysctl %s: %w", key, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (k *NetlinkKernel) SetSysctl(key, value string) error {
+	if err := os.WriteFile(k.sysctlPath(key), []byte(value+"\n"), 0o644); err != nil {
+		return fmt.Errorf("set sysctl %s to %s: %w", key, value, err)
+	}
+	return nil
+}
+
 func wrap(op string, l netlink.Link, err error) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, l.Attrs().Name, err)
@@ -106,6 +152,9 @@ func wrap(op string, l netlink.Link, err error) error {
 
 func (k *NetlinkKernel) LinkAdd(l netlink.Link) error { return wrap("create link", l, k.h.LinkAdd(l)) }
 func (k *NetlinkKernel) LinkDel(l netlink.Link) error { return wrap("delete link", l, k.h.LinkDel(l)) }
+func (k *NetlinkKernel) LinkSetAlias(l netlink.Link, alias string) error {
+	return wrap(fmt.Sprintf("set alias %q on", alias), l, k.h.LinkSetAlias(l, alias))
+}
 func (k *NetlinkKernel) LinkSetUp(l netlink.Link) error {
 	return wrap("set up", l, k.h.LinkSetUp(l))
 }
@@ -124,6 +173,12 @@ func (k *NetlinkKernel) LinkSetMaster(l netlink.Link, master int) error {
 func (k *NetlinkKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	if err := k.h.AddrAdd(l, a); err != nil {
 		return fmt.Errorf("add %s to %s: %w", a.IPNet, l.Attrs().Name, err)
+	}
+	return nil
+}
+func (k *NetlinkKernel) AddrReplace(l netlink.Link, a *netlink.Addr) error {
+	if err := k.h.AddrReplace(l, a); err != nil {
+		return fmt.Errorf("replace %s on %s: %w", a.IPNet, l.Attrs().Name, err)
 	}
 	return nil
 }
@@ -146,7 +201,8 @@ func (k *NetlinkKernel) RouteDel(r *netlink.Route) error {
 	return nil
 }
 
-// CountingKernel counts the writes made through a Kernel.
+// CountingKernel counts the writes made through a Kernel (netlink writes and
+// sysctl writes).
 type CountingKernel struct {
 	Kernel
 	writes atomic.Int64
@@ -162,6 +218,10 @@ func (c *CountingKernel) w() { c.writes.Add(1) }
 
 func (c *CountingKernel) LinkAdd(l netlink.Link) error { c.w(); return c.Kernel.LinkAdd(l) }
 func (c *CountingKernel) LinkDel(l netlink.Link) error { c.w(); return c.Kernel.LinkDel(l) }
+func (c *CountingKernel) LinkSetAlias(l netlink.Link, alias string) error {
+	c.w()
+	return c.Kernel.LinkSetAlias(l, alias)
+}
 func (c *CountingKernel) LinkSetUp(l netlink.Link) error {
 	c.w()
 	return c.Kernel.LinkSetUp(l)
@@ -182,6 +242,10 @@ func (c *CountingKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	c.w()
 	return c.Kernel.AddrAdd(l, a)
 }
+func (c *CountingKernel) AddrReplace(l netlink.Link, a *netlink.Addr) error {
+	c.w()
+	return c.Kernel.AddrReplace(l, a)
+}
 func (c *CountingKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	c.w()
 	return c.Kernel.AddrDel(l, a)
@@ -191,6 +255,10 @@ func (c *CountingKernel) RouteReplace(r *netlink.Route) error {
 	return c.Kernel.RouteReplace(r)
 }
 func (c *CountingKernel) RouteDel(r *netlink.Route) error { c.w(); return c.Kernel.RouteDel(r) }
+func (c *CountingKernel) SetSysctl(key, value string) error {
+	c.w()
+	return c.Kernel.SetSysctl(key, value)
+}
 
 // errNoDevice is what the kernel says about a link that went away.
 var errNoDevice error = unix.ENODEV

@@ -79,7 +79,12 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 		}
 	}
 
-	// Create bonds, then VLANs (a VLAN may sit on a bond).
+	// Create bonds, then VLANs (a VLAN may sit on a bond), and mark them: the
+	// kernel ignores an alias given with RTM_NEWLINK, so it is set at once
+	// after. A link of the Spec's name and kind without any alias is marked
+	// too: Kiln made it and stopped before it could mark it (or an earlier
+	// Kiln made it unmarked); without the mark it would never be removed or
+	// made again.
 	var errs []error
 	for _, kind := range []string{KindBond, KindVLAN} {
 		created := false
@@ -87,7 +92,14 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 			if ls.Kind != kind {
 				continue
 			}
-			if _, ok := t[ls.Name]; ok {
+			if x, ok := t[ls.Name]; ok {
+				if x.Attrs().Alias == "" && matches(x, ls, t) {
+					r.log.Info("marking an unmarked link as Kiln's", "link", ls.Name)
+					if err := r.k.LinkSetAlias(x, LinkAlias); err != nil {
+						errs = append(errs, err)
+					}
+					created = true
+				}
 				continue
 			}
 			l, err := newLink(ls, t)
@@ -99,6 +111,9 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 				continue
 			}
 			created = true
+			if err := r.k.LinkSetAlias(l, LinkAlias); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if created {
 			if t, err = r.readLinks(); err != nil {
@@ -176,7 +191,6 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 func newLink(ls LinkSpec, t linkTable) (netlink.Link, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = ls.Name
-	attrs.Alias = LinkAlias
 	switch ls.Kind {
 	case KindBond:
 		m, err := bondMode(ls.BondMode)

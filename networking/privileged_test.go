@@ -18,6 +18,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/kiln-os/kiln/networking/link"
 	"github.com/kiln-os/kiln/networking/netnstest"
@@ -96,8 +97,8 @@ func (s *dhcpServer) handle(t *testing.T) server4.Handler {
 }
 
 // vethToPeer makes a veth pair whose other end is in a new namespace, where it has
-// serverIP and a DHCP server.
-func vethToPeer(t *testing.T, name string, srv *dhcpServer) {
+// serverIP and a DHCP server; it returns that namespace.
+func vethToPeer(t *testing.T, name string, srv *dhcpServer) netns.NsHandle {
 	t.Helper()
 	peerName := name + "p"
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peerName}); err != nil {
@@ -131,6 +132,7 @@ func vethToPeer(t *testing.T, name string, srv *dhcpServer) {
 		go s.Serve()
 		t.Cleanup(func() { s.Close() })
 	})
+	return peerNS
 }
 
 func testLog(t *testing.T) *slog.Logger {

@@ -31,18 +31,32 @@ func NewReconciler(k Kernel, log *slog.Logger) *Reconciler {
 // Reconcile applies spec and returns the links it resolved to (for DHCP).
 // It goes as far as it can and reports every failure.
 func (r *Reconciler) Reconcile(spec Spec) ([]LinkSpec, error) {
+	specs, err := r.Resolve(spec)
+	if err != nil {
+		return nil, err
+	}
+	return specs, r.ReconcileLinks(specs)
+}
+
+// Resolve matches spec to the kernel's links (ResolveLinks), without a write.
+func (r *Reconciler) Resolve(spec Spec) ([]LinkSpec, error) {
 	ls, err := r.k.LinkList()
 	if err != nil {
 		return nil, err
 	}
-	specs := ResolveLinks(spec, ls, r.k.Driver, r.log)
+	return ResolveLinks(spec, ls, r.k.Driver, r.log), nil
+}
+
+// ReconcileLinks applies resolved specs (from Resolve). It goes as far as it
+// can and reports every failure.
+func (r *Reconciler) ReconcileLinks(specs []LinkSpec) error {
 	var errs []error
 	t, err := r.links(specs)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	if t == nil {
-		return specs, errors.Join(errs...)
+		return errors.Join(errs...)
 	}
 	want := wantedRoutes(specs, t)
 	wantSet := map[routeKey]bool{}
@@ -51,7 +65,7 @@ func (r *Reconciler) Reconcile(spec Spec) ([]LinkSpec, error) {
 	}
 	have, err := r.k.RouteList()
 	if err != nil {
-		return specs, errors.Join(append(errs, err)...)
+		return errors.Join(append(errs, err)...)
 	}
 	if err := r.removeRoutes(wantSet, have); err != nil {
 		errs = append(errs, err)
@@ -60,12 +74,12 @@ func (r *Reconciler) Reconcile(spec Spec) ([]LinkSpec, error) {
 		errs = append(errs, err)
 	}
 	if have, err = r.k.RouteList(); err != nil {
-		return specs, errors.Join(append(errs, err)...)
+		return errors.Join(append(errs, err)...)
 	}
 	if err := r.addRoutes(want, have); err != nil {
 		errs = append(errs, err)
 	}
-	return specs, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // Owns reports whether the Reconciler put p on the link.

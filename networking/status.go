@@ -86,7 +86,7 @@ func ReadStatus(k Kernel, owner func(link string, p netip.Prefix) string) (Statu
 				continue
 			}
 			st := AddressStatus{Link: a.Name, Prefix: p, Scope: scopeName(netlink.Scope(ad.Scope)),
-				Dynamic: ad.ValidLft > 0 && ad.ValidLft != 0xffffffff}
+				Dynamic: dynamicAddr(ad)}
 			if owner != nil {
 				st.Source = owner(a.Name, p)
 			}

@@ -57,8 +57,12 @@ func args(c *Config, f files) []string {
 		)
 	}
 	if c.GuestPort > 0 {
+		netdev := fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", c.HostPort, c.GuestPort)
+		for _, f := range c.Forwards {
+			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-%s:%d", f.HostPort, f.GuestAddr, f.GuestPort)
+		}
 		a = append(a,
-			"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", c.HostPort, c.GuestPort),
+			"-netdev", netdev,
 			"-device", "virtio-net-pci,netdev=net0,romfile=",
 		)
 	}

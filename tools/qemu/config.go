@@ -65,6 +65,9 @@ type Config struct {
 	// HostPort is 0). Default APIPort; negative disables networking.
 	GuestPort int
 	HostPort  int
+	// Forwards are more TCP forwards on the same user network (needs GuestPort > 0),
+	// e.g. to a second guest address.
+	Forwards []Forward
 
 	// NoReboot makes QEMU exit when the guest reboots (-no-reboot).
 	NoReboot bool
@@ -83,6 +86,15 @@ type Config struct {
 	ExtraArgs []string
 
 	Logger *slog.Logger
+}
+
+// Forward is a TCP forward from 127.0.0.1:HostPort (FreePort finds one) to
+// GuestAddr:GuestPort; an empty GuestAddr is the guest's first DHCP address
+// (10.0.2.15), as for Config.GuestPort.
+type Forward struct {
+	HostPort  int
+	GuestAddr string
+	GuestPort int
 }
 
 // ConsoleArg returns the kernel argument that puts the console on the first serial port.
@@ -145,6 +157,11 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, f := range c.Forwards {
+		if c.GuestPort <= 0 || f.HostPort <= 0 || f.GuestPort <= 0 {
+			return fmt.Errorf("qemu: forward %+v needs networking (GuestPort > 0) and both ports", f)
+		}
 	}
 	if c.Kernel == "" && !c.UEFI {
 		return fmt.Errorf("qemu: nothing to boot: set Kernel (direct boot) or UEFI with Disk")
