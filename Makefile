@@ -85,7 +85,7 @@ test-components: components ## Host tests of the built components: a control pla
 .PHONY: verify-modules
 verify-modules: ## go mod verify in the root module and every nested one.
 	$(GO) mod verify
-	for m in controlplane/kube controlplane/runtime/containerd controlplane/runtime/runc controlplane/runtime/cni controlplane/images/coredns controlplane/hosttest; do \
+	for m in controlplane/kube controlplane/kubeproxy controlplane/runtime/containerd controlplane/runtime/runc controlplane/runtime/cni controlplane/images/coredns controlplane/hosttest; do \
 	  (cd $$m && $(GO) mod verify) || exit 1; done
 
 .PHONY: fuzz
@@ -100,8 +100,11 @@ bench-network: ## Host network reconcile (100 addresses + 100 routes, one change
 	$(GO) test ./networking -run '^$$' -bench . -benchtime 30x -count 1
 
 .PHONY: bench-proxy
-bench-proxy: ## eBPF service proxy: program 10k Services, one change, connect via ClusterIP vs direct (root).
+bench-proxy: ## eBPF service proxy: datapath benchmarks, then side by side with upstream kube-proxy (iptables, nftables) at 1k/10k Services (root).
 	$(GO) test ./networking/serviceproxy -run '^$$' -bench . -benchtime 2s -count 1
+	controlplane/build.sh kube kube-proxy
+	KILN_COMPONENTS=$${KILN_COMPONENTS:-$(CURDIR)/_out/components} \
+	  $(GO) test ./tools/bench/proxy -run '^$$' -bench ServiceProxy -benchtime 1x -timeout 120m -v
 
 .PHONY: bench-image
 bench-image: ## Assemble the generic-amd64 raw image from a warm cache, next to a cp floor.

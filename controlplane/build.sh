@@ -6,7 +6,9 @@
 #
 # Components: kube (k8s + etcd multi-call binary), containerd (+ shim), runc,
 # cni (bridge, host-local, loopback, portmap), images (pause + CoreDNS OCI
-# archives). Default: all.
+# archives). Default: all of these. kube-proxy (upstream, pinned in its own
+# module controlplane/kubeproxy at the kube module's k8s.io/kubernetes version)
+# is a benchmark-only anchor, built only when named.
 #
 # Each component is a nested Go module under controlplane/ that pins its
 # upstream in go.mod/go.sum (one module per upstream, so no upstream's
@@ -71,6 +73,24 @@ build_kube() { # $1 = output dir
 			-X "$pkg.gitTreeState=clean" -X "$pkg.buildDate=$date")
 	done
 	(cd "$dir" && CGO_ENABLED=0 gobuild -ldflags "-s -w ${ld[*]}" -o "$1/kube" ./cmd/kube)
+}
+
+# build_kube-proxy: upstream kube-proxy, the anchor of the service proxy
+# benchmark (tools/bench/proxy). Same flags and version stamp as kube, so the
+# go build cache shares most of the compile.
+build_kube-proxy() { # $1 = output dir
+	local dir=$CP/kubeproxy v date ld=()
+	v=$(modversion "$dir" k8s.io/kubernetes)
+	date=$(modtime "$dir" k8s.io/kubernetes)
+	local major=${v#v} minor
+	minor=${major#*.}
+	minor=${minor%%.*}
+	major=${major%%.*}
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld+=(-X "$pkg.gitVersion=$v" -X "$pkg.gitMajor=$major" -X "$pkg.gitMinor=$minor"
+			-X "$pkg.gitTreeState=clean" -X "$pkg.buildDate=$date")
+	done
+	(cd "$dir" && CGO_ENABLED=0 gobuild -ldflags "-s -w ${ld[*]}" -o "$1/kube-proxy" k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_containerd() {
@@ -156,6 +176,7 @@ build() {
 for c in "$@"; do
 	case $c in
 	kube) build kube "$CP/kube" ;;
+	kube-proxy) build kube-proxy "$CP/kubeproxy" ;;
 	containerd) build containerd "$CP/runtime/containerd" ;;
 	runc) build runc "$CP/runtime/runc" ;;
 	cni) build cni "$CP/runtime/cni" ;;

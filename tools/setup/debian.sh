@@ -46,13 +46,15 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 
 # Tools the tests check real artifacts with, clang for the BPF programs
-# (make generate), and QEMU for the end-to-end layer.
+# (make generate), QEMU for the end-to-end layer, and iptables/nftables for
+# the kube-proxy anchor of make bench-proxy.
 packages=(
 	git make ca-certificates
 	clang-19 llvm-19 linux-libc-dev
 	gcc libc6-dev libseccomp-dev
 	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
 	ovmf qemu-efi-aarch64
+	iptables nftables conntrack
 	${PACKAGES_EXTRA:-}
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

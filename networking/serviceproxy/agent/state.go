@@ -1,0 +1,342 @@
+package agent
+
+import (
+	"cmp"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/kiln-os/kiln/networking/serviceproxy"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+type key = serviceproxy.ServiceKey
+
+// wantEntry is the desired state of one ServiceKey and the Service that asks for it.
+type wantEntry struct {
+	owner types.NamespacedName
+	svc   serviceproxy.Service
+	held  bool // the last good state of a Service whose translation failed
+}
+
+// state is the desired state, the mirror of the datapath and the diff between them.
+// Only the Run goroutine uses it.
+type state struct {
+	a    *Agent
+	log  *slog.Logger
+	dp   Datapath
+	opts translateOptions
+
+	programmed map[key]serviceproxy.Service // mirror of the datapath
+	want       map[key]wantEntry
+	owned      map[types.NamespacedName][]key
+	// conflicts are the Services that also asked for a key someone else owns:
+	// they are recomputed when the owner lets go.
+	conflicts map[key]map[types.NamespacedName]bool
+	failed    map[key]serviceproxy.Service // desired states the datapath refused, until retried
+	retry     map[key]bool                 // deletes that did not happen
+	// unknown are Service names that EndpointSlices point at but that do not
+	// exist. The EndpointSlice controller creates slices after their Service
+	// and the garbage collector removes them after it, and the two informers do
+	// not see events in one order: only a slice still orphaned after
+	// RetryInterval is reported.
+	unknown map[types.NamespacedName]*orphans
+}
+
+// orphans are the EndpointSlices of one missing Service.
+type orphans struct {
+	since time.Time
+	// reported are the slice objects already counted. A new version of a slice
+	// is a new object in the informer's cache.
+	reported map[string]*discoveryv1.EndpointSlice
+}
+
+// newState adopts what the datapath holds.
+func newState(a *Agent) *state {
+	dp := a.cfg.Datapath
+	s := &state{
+		a:          a,
+		log:        a.log,
+		dp:         dp,
+		opts:       translateOptions{nodeName: a.cfg.NodeName, perService: int(dp.Stats().Limits.PerService), log: a.log},
+		programmed: make(map[key]serviceproxy.Service),
+		want:       make(map[key]wantEntry),
+		owned:      make(map[types.NamespacedName][]key),
+		conflicts:  make(map[key]map[types.NamespacedName]bool),
+		failed:     make(map[key]serviceproxy.Service),
+		retry:      make(map[key]bool),
+		unknown:    make(map[types.NamespacedName]*orphans),
+	}
+	for _, svc := range dp.Services() {
+		s.programmed[svc.ServiceKey] = svc
+	}
+	return s
+}
+
+// fullSync computes the whole desired state and programs it with one Sync, which
+// also removes whatever the datapath holds that is no longer wanted.
+func (s *state) fullSync(first time.Time) {
+	adopted := len(s.programmed)
+	names, err := s.a.listAll()
+	if err != nil {
+		s.log.Error("list cached objects", "error", err)
+	}
+	s.recomputeAll(names, make(map[key]bool))
+	desired := make([]serviceproxy.Service, 0, len(s.want))
+	for _, w := range s.want {
+		desired = append(desired, w.svc)
+	}
+	slices.SortFunc(desired, func(x, y serviceproxy.Service) int { return compareKeys(x.ServiceKey, y.ServiceKey) })
+	var stale []key
+	for k := range s.programmed {
+		if _, ok := s.want[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	start := time.Now()
+	err = s.dp.Sync(desired)
+	s.a.m.callDuration.WithLabelValues("sync").Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.afterError("sync", err, desired, stale)
+	} else {
+		clear(s.programmed)
+		for _, d := range desired {
+			s.programmed[d.ServiceKey] = d
+		}
+	}
+	if first.IsZero() {
+		first = start
+	}
+	s.a.m.syncLatency.Observe(time.Since(first).Seconds())
+	s.a.m.setStats(s.dp.Stats())
+	s.log.Info("programmed the full service state", "services", len(desired), "adopted", adopted,
+		"removed", len(stale), "kubernetes_services", len(s.owned), "duration", time.Since(start))
+}
+
+// flush recomputes the named Services and programs what changed. With retry, the
+// Services the datapath refused are tried again.
+func (s *state) flush(names []types.NamespacedName, first time.Time, retry bool) {
+	changed := make(map[key]bool)
+	s.recomputeAll(names, changed)
+	if retry {
+		for k := range s.failed {
+			changed[k] = true
+		}
+		for k := range s.retry {
+			changed[k] = true
+		}
+		clear(s.failed)
+		clear(s.retry)
+		s.reportOrphans(s.a.cfg.RetryInterval)
+	}
+	ups, dels := s.diff(changed)
+	if len(ups)+len(dels) > 0 {
+		start := time.Now()
+		err := s.dp.Update(ups, dels)
+		s.a.m.callDuration.WithLabelValues("update").Observe(time.Since(start).Seconds())
+		if err != nil {
+			s.afterError("update", err, ups, dels)
+		} else {
+			for _, u := range ups {
+				s.programmed[u.ServiceKey] = u
+			}
+			for _, k := range dels {
+				delete(s.programmed, k)
+			}
+		}
+		s.log.Debug("updated the datapath", "services", len(names), "upserts", len(ups), "deletes", len(dels), "duration", time.Since(start))
+	}
+	if len(names) > 0 {
+		s.a.m.syncLatency.Observe(time.Since(first).Seconds())
+	}
+	s.a.m.setStats(s.dp.Stats())
+}
+
+// diff lists what must change in the datapath for the keys in changed.
+func (s *state) diff(changed map[key]bool) (ups []serviceproxy.Service, dels []key) {
+	for k := range changed {
+		w, wanted := s.want[k]
+		p, programmed := s.programmed[k]
+		switch {
+		case wanted && programmed && sameService(w.svc, p):
+			delete(s.failed, k)
+		case wanted:
+			if f, ok := s.failed[k]; ok && sameService(f, w.svc) {
+				continue // refused as it is; wait for the retry
+			}
+			delete(s.failed, k)
+			ups = append(ups, w.svc)
+		case programmed:
+			dels = append(dels, k)
+		}
+	}
+	slices.SortFunc(ups, func(x, y serviceproxy.Service) int { return compareKeys(x.ServiceKey, y.ServiceKey) })
+	slices.SortFunc(dels, compareKeys)
+	return ups, dels
+}
+
+// afterError reads back what the datapath holds after it refused some of ups or
+// dels: those keep their last good state, are counted, and wait for a retry.
+func (s *state) afterError(op string, err error, ups []serviceproxy.Service, dels []key) {
+	s.log.Error("the datapath refused some services; they keep their last good state", "op", op, "error", err)
+	clear(s.programmed)
+	for _, svc := range s.dp.Services() {
+		s.programmed[svc.ServiceKey] = svc
+	}
+	n := 0
+	for _, u := range ups {
+		if p, ok := s.programmed[u.ServiceKey]; ok && sameService(p, u) {
+			continue
+		}
+		n++
+		s.failed[u.ServiceKey] = u
+		s.log.Warn("service not programmed", "service", u.ServiceKey.String(), "owner", s.want[u.ServiceKey].owner.String(), "backends", len(u.Backends))
+	}
+	for _, k := range dels {
+		if _, ok := s.programmed[k]; ok {
+			n++
+			s.retry[k] = true
+			s.log.Warn("service not removed", "service", k.String())
+		}
+	}
+	if n == 0 {
+		// The error named no service we can find: count it once.
+		n = 1
+	}
+	s.a.m.errors.WithLabelValues(ReasonDatapath).Add(float64(n))
+}
+
+// recomputeAll recomputes the named Services, and those waiting for a key one of
+// them lets go.
+func (s *state) recomputeAll(names []types.NamespacedName, changed map[key]bool) {
+	queue := slices.Clone(names)
+	slices.SortFunc(queue, func(x, y types.NamespacedName) int {
+		return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
+	})
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		s.recompute(n, changed, func(w types.NamespacedName) { queue = append(queue, w) })
+	}
+}
+
+// recompute replaces what Service n wants.
+func (s *state) recompute(n types.NamespacedName, changed map[key]bool, requeue func(types.NamespacedName)) {
+	old := s.owned[n]
+	for _, k := range old {
+		changed[k] = true
+		if w, ok := s.want[k]; ok && w.owner == n {
+			delete(s.want, k)
+			for c := range s.conflicts[k] {
+				if c != n {
+					requeue(c)
+				}
+			}
+			delete(s.conflicts, k)
+		}
+	}
+	delete(s.owned, n)
+
+	log := s.log.With("service", n.String())
+	svc, eps, err := s.a.get(n)
+	if err != nil {
+		log.Error("read cached objects", "error", err)
+		s.hold(n, old, changed)
+		return
+	}
+	if svc == nil {
+		if len(eps) == 0 {
+			delete(s.unknown, n)
+		} else if s.unknown[n] == nil {
+			s.unknown[n] = &orphans{since: time.Now(), reported: map[string]*discoveryv1.EndpointSlice{}}
+		}
+		return
+	}
+	delete(s.unknown, n)
+
+	tr, terr := translate(svc, eps, s.opts.withLog(log))
+	if terr != nil {
+		s.a.m.errors.WithLabelValues(terr.reason).Inc()
+		log.Error("cannot program service; it keeps its last good state", "reason", terr.reason, "error", terr.err)
+		s.hold(n, append(old, tr.keys...), changed)
+		return
+	}
+	if tr.skipped != "" {
+		log.Debug("service not balanced", "why", tr.skipped)
+		return
+	}
+	for _, svc := range tr.services {
+		k := svc.ServiceKey
+		changed[k] = true
+		if w, ok := s.want[k]; ok && w.owner != n {
+			if s.conflicts[k] == nil {
+				s.conflicts[k] = make(map[types.NamespacedName]bool)
+			}
+			s.conflicts[k][n] = true
+			s.a.m.errors.WithLabelValues(ReasonDuplicateFrontend).Inc()
+			log.Error("frontend already belongs to another service", "frontend", k.String(), "owner", w.owner.String())
+			continue
+		}
+		s.want[k] = wantEntry{owner: n, svc: svc}
+		s.owned[n] = append(s.owned[n], k)
+	}
+}
+
+// hold keeps the programmed state of keys for Service n.
+func (s *state) hold(n types.NamespacedName, keys []key, changed map[key]bool) {
+	for _, k := range keys {
+		changed[k] = true
+		p, ok := s.programmed[k]
+		if !ok {
+			continue
+		}
+		if _, taken := s.want[k]; taken {
+			continue
+		}
+		s.want[k] = wantEntry{owner: n, svc: p, held: true}
+		s.owned[n] = append(s.owned[n], k)
+	}
+}
+
+// reportOrphans counts, once per slice version, EndpointSlices whose Service has
+// been missing for at least grace.
+func (s *state) reportOrphans(grace time.Duration) {
+	for n, o := range s.unknown {
+		if time.Since(o.since) < grace {
+			continue
+		}
+		svc, eps, err := s.a.get(n)
+		if err != nil || svc != nil || len(eps) == 0 {
+			// The Service (or the slices' removal) has arrived; its event
+			// recomputes it.
+			delete(s.unknown, n)
+			continue
+		}
+		now := make(map[string]*discoveryv1.EndpointSlice, len(eps))
+		for _, es := range eps {
+			now[es.Name] = es
+			if o.reported[es.Name] == es {
+				continue
+			}
+			s.a.m.errors.WithLabelValues(ReasonUnknownService).Inc()
+			s.log.Warn("EndpointSlice for a Service that does not exist", "slice", es.Namespace+"/"+es.Name, "service", n.String())
+		}
+		o.reported = now
+	}
+}
+
+func (o translateOptions) withLog(l *slog.Logger) translateOptions {
+	o.log = l
+	return o
+}
+
+func compareKeys(x, y key) int {
+	if c := x.Addr.Compare(y.Addr); c != 0 {
+		return c
+	}
+	if x.Port != y.Port {
+		return int(x.Port) - int(y.Port)
+	}
+	return int(x.Proto) - int(y.Proto)
+}

@@ -1,0 +1,17 @@
+// Package proxy benchmarks Kiln's eBPF service proxy side by side with its
+// anchor, upstream kube-proxy v1.37.2 (iptables mode with the legacy and the
+// nf_tables backend, and nftables mode), built from the pinned source by
+// `controlplane/build.sh kube-proxy`.
+//
+// The benchmark (BenchmarkServiceProxy, root only) re-executes itself in a
+// private network and mount namespace, starts etcd and kube-apiserver from the
+// components build on 127.0.0.1 there, creates N Services with two endpoints
+// each through client-go, and then, each in a network namespace of its own
+// (and for eBPF in its own cgroup and bpffs), lets every proxy program them.
+// It measures objects existing → programmed, one endpoint change → programmed,
+// and 20,000 new TCP connections (connect, 1-byte echo, close) at concurrency 1
+// and 8, next to direct connections to the backend. The backends live in one
+// more network namespace; no traffic leaves the namespaces the benchmark made.
+//
+// The package has no non-test code; see bench_test.go.
+package proxy
