@@ -49,11 +49,13 @@ func fromSvcKey(k sockSvcKey) ServiceKey {
 	return ServiceKey{Addr: wordsAddr(k.Addr), Port: netPort(k.Port), Proto: Proto(k.Proto)}
 }
 
-func toSvcVal(id uint32, s Service, count int) sockSvcVal {
+// toSvcVal is the services map value of a service with this ID, normalized
+// affinity timeout and slot count.
+func toSvcVal(id uint32, affinity time.Duration, count int) sockSvcVal {
 	v := sockSvcVal{Id: id, Count: uint32(count)}
-	if s.Affinity > 0 {
+	if affinity > 0 {
 		v.Flags |= flagAffinity
-		v.AffinityTimeout = uint32(s.Affinity / time.Second)
+		v.AffinityTimeout = uint32(affinity / time.Second)
 	}
 	return v
 }

@@ -4,16 +4,32 @@ import "fmt"
 
 // idAllocator hands out IDs 1..max. Released IDs wait in a FIFO free list, so an ID
 // is reused as late as possible (a late affinity entry for the old owner is then
-// likely gone), and IDs stay small and dense for the maps.
+// likely gone), and IDs stay small and dense for the maps. Being dense, the IDs in
+// use are kept as a bitmap, which grows with the highest ID handed out.
 type idAllocator struct {
-	max  uint32
-	next uint32 // lowest never-used ID
-	free []uint32
-	used map[uint32]bool
+	max   uint32
+	next  uint32 // lowest never-used ID
+	free  []uint32
+	used  []uint64 // bit id%64 of word id/64
+	inuse int
 }
 
 func newIDAllocator(max uint32) *idAllocator {
-	return &idAllocator{max: max, next: 1, used: make(map[uint32]bool)}
+	return &idAllocator{max: max, next: 1}
+}
+
+func (a *idAllocator) isUsed(id uint32) bool {
+	w := int(id / 64)
+	return w < len(a.used) && a.used[w]&(1<<(id%64)) != 0
+}
+
+func (a *idAllocator) setUsed(id uint32) {
+	w := int(id / 64)
+	if w >= len(a.used) {
+		a.used = append(a.used, make([]uint64, w+1-len(a.used))...)
+	}
+	a.used[w] |= 1 << (id % 64)
+	a.inuse++
 }
 
 func (a *idAllocator) alloc() (uint32, error) {
@@ -27,19 +43,20 @@ func (a *idAllocator) alloc() (uint32, error) {
 	default:
 		return 0, fmt.Errorf("all %d IDs in use", a.max)
 	}
-	a.used[id] = true
+	a.setUsed(id)
 	return id, nil
 }
 
 func (a *idAllocator) release(id uint32) {
-	if !a.used[id] {
+	if !a.isUsed(id) {
 		return
 	}
-	delete(a.used, id)
+	a.used[id/64] &^= 1 << (id % 64)
+	a.inuse--
 	a.free = append(a.free, id)
 }
 
-func (a *idAllocator) inUse() int { return len(a.used) }
+func (a *idAllocator) inUse() int { return a.inuse }
 
 // adopt rebuilds the allocator from IDs found in pinned maps: every gap below the
 // highest one goes to the free list.
@@ -49,16 +66,16 @@ func adoptIDs(max uint32, ids []uint32) (*idAllocator, error) {
 		if id == 0 || id > max {
 			return nil, fmt.Errorf("pinned ID %d outside 1..%d", id, max)
 		}
-		if a.used[id] {
+		if a.isUsed(id) {
 			return nil, fmt.Errorf("pinned ID %d used twice", id)
 		}
-		a.used[id] = true
+		a.setUsed(id)
 		if id >= a.next {
 			a.next = id + 1
 		}
 	}
 	for id := uint32(1); id < a.next; id++ {
-		if !a.used[id] {
+		if !a.isUsed(id) {
 			a.free = append(a.free, id)
 		}
 	}

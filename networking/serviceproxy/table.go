@@ -1,6 +1,7 @@
 package serviceproxy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,7 +59,7 @@ type snapshot struct {
 }
 
 // datapath is where a table's writes go: the pinned BPF maps, or a simulation in
-// tests.
+// tests. apply must not keep o or its slices: the table reuses them.
 type datapath interface {
 	apply(o *op) error
 	snapshot() (*snapshot, error)
@@ -66,12 +67,28 @@ type datapath interface {
 
 type svcEntry struct {
 	id    uint32
-	svc   Service  // normalized
-	slots []uint32 // backend ID per slot
+	svc   Service    // normalized
+	bes   []*beEntry // the entries of svc.Backends, in that order
+	slots []uint32   // backend ID per slot: the IDs of bes, in slot order
 	// local is the slot table of the frontends under PolicyLocal: the local
 	// backends only. Its ID comes from the service IDs.
 	local *slotGroup
 	fes   []frontend // programmed frontends
+
+	// checked says that svc is what normalize makes of it, so that a desired
+	// service equal to it field by field is unchanged. Adopted entries are not
+	// checked until a Sync has confirmed or reprogrammed them.
+	checked bool
+	// stale says that the adopted slot tables name backends that bes does not
+	// hold (duplicates, or backends dropped at adoption): the next upsert
+	// rewrites them even if svc is what is asked for.
+	stale bool
+	gen   uint64 // the last sync that listed the service
+
+	// Most services have a handful of endpoints: their slots and bes live here,
+	// without allocations of their own.
+	slotBuf [4]uint32
+	beBuf   [4]*beEntry
 }
 
 type slotGroup struct {
@@ -86,6 +103,7 @@ type beEntry struct {
 	local bool // runs on this node (beFlagLocal)
 	// Marks for one update, reset at its end.
 	touched, created, rewrite bool
+	inOld                     bool // in the old backends of the service being upserted
 }
 
 // table mirrors the programmed state in memory, turns desired changes into ordered
@@ -101,6 +119,72 @@ type table struct {
 	slotsUsed int
 	svcIDs    *idAllocator
 	beIDs     *idAllocator
+	gen       uint64              // of the current or last sync
+	dropAll   bool                // the current update removes every service
+	feDropped map[ServiceKey]bool // frontends the current update deletes
+
+	// Per-update state, reused so that an update allocates little: the batches
+	// (handed to dp.apply, which must not keep them), the touched backends, the
+	// IDs to release after the writes, and scratch arrays.
+	ops                   [numOps]op
+	touched               []*beEntry
+	releaseSvc, releaseBe []uint32
+	beScratch             []*beEntry
+	wantScratch           []uint32
+	layScratch            []uint32
+
+	// Entries come from chunks, and removed ones are reused (see newSvc).
+	svcChunk []svcEntry
+	beChunk  []beEntry
+	freeSvc  []*svcEntry
+	freeBe   []*beEntry
+	deadSvc  []*svcEntry // removed by this update; free once it is written
+	deadBe   []*beEntry
+}
+
+// Entry chunk sizes: about 20 KiB and 8 KiB.
+const (
+	svcChunkLen = 64
+	beChunkLen  = 128
+)
+
+// newSvc returns a zero entry. A program from scratch creates an entry per
+// service and per backend; taking them from chunks instead of one allocation
+// each halves the allocator's share of it. Removed entries go back on a free list
+// (zeroed), so that the chunks hold no more entries than the mirror's peak.
+func (t *table) newSvc() *svcEntry {
+	if n := len(t.freeSvc); n > 0 {
+		e := t.freeSvc[n-1]
+		t.freeSvc = t.freeSvc[:n-1]
+		return e
+	}
+	if len(t.svcChunk) == 0 {
+		t.svcChunk = make([]svcEntry, svcChunkLen)
+	}
+	e := &t.svcChunk[0]
+	t.svcChunk = t.svcChunk[1:]
+	return e
+}
+
+// newBe is newSvc for backends.
+func (t *table) newBe() *beEntry {
+	if n := len(t.freeBe); n > 0 {
+		be := t.freeBe[n-1]
+		t.freeBe = t.freeBe[:n-1]
+		return be
+	}
+	if len(t.beChunk) == 0 {
+		t.beChunk = make([]beEntry, beChunkLen)
+	}
+	be := &t.beChunk[0]
+	t.beChunk = t.beChunk[1:]
+	return be
+}
+
+// resetEntries forgets the chunks and free lists, so that their memory goes
+// once the entries in use are gone.
+func (t *table) resetEntries() {
+	t.svcChunk, t.beChunk, t.freeSvc, t.freeBe, t.deadSvc, t.deadBe = nil, nil, nil, nil, nil, nil
 }
 
 // newTable adopts what dp holds: it rebuilds the mirror from the maps, keeps every
@@ -119,6 +203,7 @@ func (t *table) adopt() error {
 	if err != nil {
 		return fmt.Errorf("read pinned maps: %w", err)
 	}
+	t.resetEntries()
 	t.svcs = make(map[ServiceKey]*svcEntry, len(snap.services))
 	t.fes = make(map[ServiceKey]*svcEntry, len(snap.frontends))
 	t.bes = make(map[netip.AddrPort]*beEntry, len(snap.backends))
@@ -142,7 +227,8 @@ func (t *table) adopt() error {
 			gcSvcs = append(gcSvcs, k)
 			continue
 		}
-		e := &svcEntry{id: v.Id, svc: Service{ServiceKey: key}, slots: make([]uint32, v.Count)}
+		e := t.newSvc()
+		*e = svcEntry{id: v.Id, svc: Service{ServiceKey: key}, slots: make([]uint32, v.Count)}
 		if v.Flags&flagAffinity != 0 {
 			e.svc.Affinity = time.Duration(v.AffinityTimeout) * time.Second
 		}
@@ -234,7 +320,7 @@ func (t *table) adopt() error {
 		n := len(e.slots)
 		if e.slots = whole(key, e.id, e.slots); len(e.slots) < n {
 			fixSvcKeys = append(fixSvcKeys, toSvcKey(key))
-			fixSvcVals = append(fixSvcVals, toSvcVal(e.id, e.svc, len(e.slots)))
+			fixSvcVals = append(fixSvcVals, toSvcVal(e.id, e.svc.Affinity, len(e.slots)))
 		}
 		t.slotsUsed += len(e.slots)
 		if e.local != nil {
@@ -268,13 +354,16 @@ func (t *table) adopt() error {
 			gcBes = append(gcBes, bid)
 			continue
 		}
-		t.bes[ap] = &beEntry{addr: ap, id: bid, refs: refs[bid], local: b.Flags&beFlagLocal != 0}
+		be := t.newBe()
+		*be = beEntry{addr: ap, id: bid, refs: refs[bid], local: b.Flags&beFlagLocal != 0}
+		t.bes[ap] = be
 		beIDs = append(beIDs, bid)
 	}
 	// The services' backend lists follow slot order; a backend ID dropped above as
 	// a duplicate address leaves its services with fewer usable backends, which
-	// the next Sync repairs. So does a local slot naming a backend the service
-	// does not have.
+	// the next Sync repairs (the entry is stale, so it is rewritten even when
+	// its backends are what is asked for). So does a local slot naming a backend
+	// the service does not have.
 	beAddr := make(map[uint32]netip.AddrPort, len(t.bes))
 	for ap, b := range t.bes {
 		beAddr[b.id] = ap
@@ -283,19 +372,37 @@ func (t *table) adopt() error {
 	for _, e := range t.svcs {
 		svcIDs = append(svcIDs, e.id)
 		e.svc.Backends = make([]netip.AddrPort, 0, len(e.slots))
+		e.bes = make([]*beEntry, 0, len(e.slots))
 		for _, bid := range e.slots {
-			if ap, ok := beAddr[bid]; ok {
-				e.svc.Backends = append(e.svc.Backends, ap)
-				if t.bes[ap].local {
-					e.svc.LocalBackends = append(e.svc.LocalBackends, ap)
+			ap, ok := beAddr[bid]
+			if !ok {
+				continue
+			}
+			be := t.bes[ap]
+			if be.inOld { // a second slot naming it
+				continue
+			}
+			be.inOld = true
+			e.bes = append(e.bes, be)
+			e.svc.Backends = append(e.svc.Backends, ap)
+			if be.local {
+				e.svc.LocalBackends = append(e.svc.LocalBackends, ap)
+			}
+		}
+		e.stale = len(e.bes) != len(e.slots)
+		if e.local != nil {
+			svcIDs = append(svcIDs, e.local.id)
+			for _, bid := range e.local.slots {
+				if ap, ok := beAddr[bid]; !ok || !t.bes[ap].inOld {
+					e.stale = true
 				}
 			}
 		}
+		for _, be := range e.bes {
+			be.inOld = false
+		}
 		slices.SortFunc(e.svc.LocalBackends, netip.AddrPort.Compare)
 		e.svc.LocalBackends = slices.Compact(e.svc.LocalBackends)
-		if e.local != nil {
-			svcIDs = append(svcIDs, e.local.id)
-		}
 	}
 	if t.svcIDs, err = adoptIDs(t.limits.Services, svcIDs); err != nil {
 		return fmt.Errorf("adopt service IDs: %w", err)
@@ -360,171 +467,413 @@ func (t *table) services() []Service {
 // fit is reported in the returned error and keeps its last good state; the others
 // are programmed. If a map write fails, the mirror is rebuilt from the maps.
 func (t *table) update(upserts []Service, deletes []ServiceKey) error {
-	var errs []error
-	var ops [numOps]op
-	for i := range ops {
-		ops[i].kind = opKind(i)
-	}
-	var touched []*beEntry
-	touch := func(be *beEntry) {
-		if !be.touched {
-			be.touched = true
-			touched = append(touched, be)
+	t.begin(len(upserts), 0)
+	// The batches hold one change per service: of a service upserted more than
+	// once, the last upsert counts, and a deleted one is not upserted at all.
+	var last map[ServiceKey]int
+	if len(upserts) > 1 || len(upserts) > 0 && len(deletes) > 0 {
+		last = make(map[ServiceKey]int, len(upserts)+len(deletes))
+		for i := range upserts {
+			last[unmappedKey(upserts[i].ServiceKey)] = i
+		}
+		for _, k := range deletes {
+			last[unmappedKey(k)] = -1
 		}
 	}
-	var releaseSvc []uint32
+	var errs []error
+	for i := range upserts {
+		u := &upserts[i]
+		k := unmappedKey(u.ServiceKey)
+		if last != nil && last[k] != i {
+			continue
+		}
+		if _, err := t.upsert(u, t.svcs[k]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, k := range deletes {
+		if e := t.svcs[unmappedKey(k)]; e != nil {
+			t.remove(e)
+		}
+	}
+	return t.commit(errs)
+}
 
-	for _, u := range upserts {
-		n, err := u.normalize(t.limits.PerService)
+// sync makes the programmed services equal desired: services not in it are removed.
+func (t *table) sync(desired []Service) error {
+	// Go maps never shrink: an emptied mirror starts over at the size it is about
+	// to need, which also spares a program from scratch the map growth.
+	if len(t.svcs) == 0 {
+		nbes := 0
+		for i := range desired {
+			nbes += len(desired[i].Backends)
+		}
+		nbes = min(nbes, int(t.limits.Backends))
+		t.svcs = make(map[ServiceKey]*svcEntry, min(len(desired), int(t.limits.Services)))
+		t.bes = make(map[netip.AddrPort]*beEntry, nbes)
+		t.fes = make(map[ServiceKey]*svcEntry)
+		t.begin(len(desired), nbes)
+	} else {
+		t.begin(len(desired), 0)
+	}
+	// Services listed in this sync carry its generation; the rest are deleted.
+	t.gen++
+	var errs []error
+	var failedNew map[ServiceKey]bool // listed, invalid and not programmed before
+	for i := range desired {
+		u := &desired[i]
+		k := unmappedKey(u.ServiceKey)
+		old := t.svcs[k]
+		if (old != nil && old.gen == t.gen) || failedNew[k] {
+			errs = append(errs, fmt.Errorf("service %s: listed twice", k))
+			continue
+		}
+		if old != nil {
+			old.gen = t.gen
+		}
+		e, err := t.upsert(u, old)
 		if err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		old := t.svcs[n.ServiceKey]
-		if old != nil && equalService(old.svc, n) {
-			old.svc.HealthCheckNodePort, old.svc.Name = n.HealthCheckNodePort, n.Name
-			continue
-		}
-		if err := t.fits(old, n); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		e := old
-		if e == nil {
-			// fits checked that the IDs are there.
-			id, _ := t.svcIDs.alloc()
-			e = &svcEntry{id: id}
-			t.svcs[n.ServiceKey] = e
-		}
-		want := make([]uint32, len(n.Backends))
-		for i, b := range n.Backends {
-			be := t.bes[b]
-			if be == nil {
-				id, err := t.beIDs.alloc()
-				if err != nil {
-					// Checked in fits: cannot run out here.
-					panic(fmt.Sprintf("backend IDs: %v", err))
-				}
-				be = &beEntry{addr: b, id: id, created: true}
-				t.bes[b] = be
-				touch(be)
-			}
-			want[i] = be.id
-			if local := n.isLocal(b); local != be.local {
-				be.local, be.rewrite = local, true
-				touch(be)
-			}
-		}
-		if old == nil {
-			for _, b := range n.Backends {
-				be := t.bes[b]
-				be.refs++
-				touch(be)
-			}
-		} else {
-			oldSet := make(map[netip.AddrPort]bool, len(old.svc.Backends))
-			for _, b := range old.svc.Backends {
-				oldSet[b] = true
-			}
-			for _, b := range n.Backends {
-				if !oldSet[b] {
-					be := t.bes[b]
-					be.refs++
-					touch(be)
-				}
-				delete(oldSet, b)
-			}
-			for b := range oldSet {
-				be := t.bes[b]
-				be.refs--
-				touch(be)
-			}
-		}
-
-		e.slots = t.placeSlots(&ops, e.id, e.slots, want)
 		switch {
-		case n.usesLocalSlots():
-			if e.local == nil {
-				id, _ := t.svcIDs.alloc()
-				e.local = &slotGroup{id: id}
-			}
-			wantLocal := make([]uint32, len(n.LocalBackends))
-			for i, b := range n.LocalBackends {
-				wantLocal[i] = t.bes[b].id
-			}
-			e.local.slots = t.placeSlots(&ops, e.local.id, e.local.slots, wantLocal)
-		case e.local != nil:
-			t.dropGroup(&ops, e.local)
-			releaseSvc = append(releaseSvc, e.local.id)
-			e.local = nil
+		case e != nil:
+			e.gen = t.gen
+		case failedNew == nil:
+			failedNew = map[ServiceKey]bool{k: true}
+		default:
+			failedNew[k] = true
 		}
-		ops[opPutServices].svcKeys = append(ops[opPutServices].svcKeys, toSvcKey(n.ServiceKey))
-		ops[opPutServices].svcVals = append(ops[opPutServices].svcVals, toSvcVal(e.id, n, len(e.slots)))
-		e.svc = n
+	}
+	var dels []*svcEntry
+	for _, e := range t.svcs {
+		if e.gen != t.gen {
+			dels = append(dels, e)
+		}
+	}
+	// Removing every service empties the mirror, which commit then replaces
+	// whole: the entries need not leave its maps one by one.
+	t.dropAll = len(dels) > 0 && len(dels) == len(t.svcs)
+	for _, e := range byID(dels, t.svcIDs.next) {
+		t.remove(e)
+	}
+	return t.commit(errs)
+}
 
-		fes := n.frontends()
-		for _, f := range e.fes {
-			if !slices.ContainsFunc(fes, func(g frontend) bool { return g.key == f.key }) {
-				ops[opDeleteServices].feKeys = append(ops[opDeleteServices].feKeys, toFeKey(f.key))
-				delete(t.fes, f.key)
+// byID sorts entries (IDs below max) by ID, so that the batches and the free list
+// are deterministic. IDs are dense: many entries are placed by ID in linear time.
+func byID(es []*svcEntry, max uint32) []*svcEntry {
+	if len(es) < 256 {
+		slices.SortFunc(es, func(a, b *svcEntry) int { return cmp.Compare(a.id, b.id) })
+		return es
+	}
+	at := make([]*svcEntry, max)
+	for _, e := range es {
+		at[e.id] = e
+	}
+	es = es[:0]
+	for _, e := range at {
+		if e != nil {
+			es = append(es, e)
+		}
+	}
+	return es
+}
+
+func unmappedKey(k ServiceKey) ServiceKey {
+	k.Addr = k.Addr.Unmap()
+	return k
+}
+
+// begin starts an update: the batches are emptied (their arrays are reused) and
+// grown for about services upserts and backends new backends.
+func (t *table) begin(services, backends int) {
+	for i := range t.ops {
+		o := &t.ops[i]
+		*o = op{kind: opKind(i), beIDs: o.beIDs[:0], bes: o.bes[:0], slotKeys: o.slotKeys[:0], slotVals: o.slotVals[:0],
+			svcKeys: o.svcKeys[:0], svcVals: o.svcVals[:0], feKeys: o.feKeys[:0], feVals: o.feVals[:0]}
+	}
+	ps := &t.ops[opPutServices]
+	ps.svcKeys, ps.svcVals = slices.Grow(ps.svcKeys, services), slices.Grow(ps.svcVals, services)
+	if backends > 0 {
+		pb, sl := &t.ops[opPutBackends], &t.ops[opPutSlotsGrow]
+		pb.beIDs, pb.bes = slices.Grow(pb.beIDs, backends), slices.Grow(pb.bes, backends)
+		sl.slotKeys, sl.slotVals = slices.Grow(sl.slotKeys, backends), slices.Grow(sl.slotVals, backends)
+	}
+}
+
+func (t *table) touch(be *beEntry) {
+	if !be.touched {
+		be.touched = true
+		t.touched = append(t.touched, be)
+	}
+}
+
+// upsert adds the writes that program u to the batches; old is the mirror's entry
+// for u's key, if any. It returns the entry for u's key afterwards (nil if there is
+// none).
+func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
+	// The common case of a resync: what is asked is, field by field, what was
+	// last programmed, so it is already normalized and unchanged.
+	if old != nil && old.checked && sameAsMirror(&old.svc, u) {
+		old.svc.HealthCheckNodePort, old.svc.Name = u.HealthCheckNodePort, u.Name
+		return old, nil
+	}
+	n, err := u.normalize(t.limits.PerService)
+	if err != nil {
+		return old, err
+	}
+	if old != nil && !old.stale && sameState(&old.svc, &n) {
+		if !slices.Equal(old.svc.Backends, n.Backends) {
+			// Keep the order asked for, so that the next resync takes the
+			// shortcut above.
+			for i, b := range n.Backends {
+				old.bes[i] = t.bes[b]
 			}
+			old.svc.Backends = n.Backends
 		}
-		for _, f := range fes {
-			ops[opPutServices].feKeys = append(ops[opPutServices].feKeys, toFeKey(f.key))
-			ops[opPutServices].feVals = append(ops[opPutServices].feVals, toFeVal(e, f))
-			t.fes[f.key] = e
-		}
-		e.fes = fes
+		old.svc.HealthCheckNodePort, old.svc.Name = n.HealthCheckNodePort, n.Name
+		old.checked = true
+		return old, nil
 	}
 
-	for _, k := range deletes {
-		k.Addr = k.Addr.Unmap()
-		e := t.svcs[k]
-		if e == nil {
-			continue
+	// Each backend is looked up once; new ones are nil until created below.
+	bes := t.beScratch[:0]
+	need := 0
+	for _, b := range n.Backends {
+		be := t.bes[b]
+		if be == nil {
+			need++
 		}
-		for _, f := range e.fes {
-			ops[opDeleteServices].feKeys = append(ops[opDeleteServices].feKeys, toFeKey(f.key))
+		bes = append(bes, be)
+	}
+	t.beScratch = bes
+	useLocal := n.usesLocalSlots()
+	if err := t.fits(old, &n, need, useLocal); err != nil {
+		return old, err
+	}
+	e := old
+	if e == nil {
+		// fits checked that the IDs are there.
+		id, _ := t.svcIDs.alloc()
+		e = t.newSvc()
+		e.id = id
+		t.svcs[n.ServiceKey] = e
+	}
+	for i, b := range n.Backends {
+		be := bes[i]
+		if be == nil {
+			id, err := t.beIDs.alloc()
+			if err != nil {
+				// Checked in fits: cannot run out here.
+				panic(fmt.Sprintf("backend IDs: %v", err))
+			}
+			be = t.newBe()
+			be.addr, be.id, be.created = b, id, true
+			t.bes[b] = be
+			bes[i] = be
+			t.touch(be)
+		}
+		if local := len(n.LocalBackends) > 0 && n.isLocal(b); local != be.local {
+			be.local, be.rewrite = local, true
+			t.touch(be)
+		}
+	}
+	// References: +1 for a backend the service gains, -1 for one it loses.
+	if old != nil {
+		for _, be := range old.bes {
+			be.inOld = true
+		}
+	}
+	for _, be := range bes {
+		if be.inOld {
+			be.inOld = false
+		} else {
+			be.refs++
+			t.touch(be)
+		}
+	}
+	if old != nil {
+		for _, be := range old.bes {
+			if be.inOld {
+				be.inOld = false
+				be.refs--
+				t.touch(be)
+			}
+		}
+	}
+	e.bes = append(ownedBuf(e.beBuf[:0], len(bes)), bes...)
+
+	want := t.wantScratch[:0]
+	for _, be := range bes {
+		want = append(want, be.id)
+	}
+	t.wantScratch = want
+	e.slots = t.placeSlots(e.id, e.slots, want, e.slotBuf[:0])
+	switch {
+	case useLocal:
+		if e.local == nil {
+			id, _ := t.svcIDs.alloc()
+			e.local = &slotGroup{id: id}
+		}
+		want = want[:0]
+		for _, b := range n.LocalBackends {
+			want = append(want, t.bes[b].id)
+		}
+		e.local.slots = t.placeSlots(e.local.id, e.local.slots, want, nil)
+	case e.local != nil:
+		t.dropGroup(e.local)
+		t.releaseSvc = append(t.releaseSvc, e.local.id)
+		e.local = nil
+	}
+	ps := &t.ops[opPutServices]
+	ps.svcKeys = append(ps.svcKeys, toSvcKey(n.ServiceKey))
+	ps.svcVals = append(ps.svcVals, toSvcVal(e.id, n.Affinity, len(e.slots)))
+	e.svc = n
+	e.checked, e.stale = true, false
+
+	if len(e.fes) == 0 && n.NodePort == 0 && len(n.ExternalIPs) == 0 && len(n.LoadBalancerIPs) == 0 {
+		return e, nil
+	}
+	fes := n.frontends()
+	for _, f := range e.fes {
+		if !slices.ContainsFunc(fes, func(g frontend) bool { return g.key == f.key }) {
+			// A dropped frontend is deleted with the deleted services, after
+			// the service's slot table may have shrunk: until then it names
+			// the table as it is now.
+			ps.feKeys = append(ps.feKeys, toFeKey(f.key))
+			ps.feVals = append(ps.feVals, toFeVal(e, f))
+			ds := &t.ops[opDeleteServices]
+			ds.feKeys = append(ds.feKeys, toFeKey(f.key))
+			delete(t.fes, f.key)
+			if t.feDropped == nil {
+				t.feDropped = map[ServiceKey]bool{}
+			}
+			t.feDropped[f.key] = true
+		}
+	}
+	for _, f := range fes {
+		k := toFeKey(f.key)
+		if t.feDropped[f.key] {
+			// Another service dropped it in this update: not deleted after all.
+			ds := &t.ops[opDeleteServices]
+			ds.feKeys = slices.DeleteFunc(ds.feKeys, func(x tcSvcKey) bool { return x == k })
+			delete(t.feDropped, f.key)
+		}
+		ps.feKeys = append(ps.feKeys, k)
+		ps.feVals = append(ps.feVals, toFeVal(e, f))
+		t.fes[f.key] = e
+	}
+	e.fes = fes
+	return e, nil
+}
+
+// ownedBuf returns buf emptied when it holds n elements, else a new slice for n:
+// the entry's inline array serves small services without an allocation.
+func ownedBuf[T any](buf []T, n int) []T {
+	if n <= cap(buf) {
+		return buf[:0]
+	}
+	return make([]T, 0, n)
+}
+
+// sameAsMirror reports whether u, as given, equals m, a normalized service: then
+// normalizing u would give m again.
+func sameAsMirror(m, u *Service) bool {
+	return u.ServiceKey == m.ServiceKey && u.Affinity == m.Affinity && u.NodePort == m.NodePort &&
+		u.ExternalPolicy == m.ExternalPolicy && slices.Equal(u.Backends, m.Backends) &&
+		slices.Equal(u.ExternalIPs, m.ExternalIPs) && slices.Equal(u.LoadBalancerIPs, m.LoadBalancerIPs) &&
+		slices.Equal(u.LocalBackends, m.LocalBackends)
+}
+
+// sameState is equalService without its copies: a and b are normalized, so their
+// backends are free of duplicates and equal lengths make containment equality.
+func sameState(a, b *Service) bool {
+	if len(a.Backends) != len(b.Backends) {
+		return false
+	}
+	if !slices.Equal(a.Backends, b.Backends) {
+		if len(a.Backends) > 32 {
+			return equalService(*a, *b)
+		}
+		for _, x := range a.Backends {
+			if !slices.Contains(b.Backends, x) {
+				return false
+			}
+		}
+	}
+	x, y := *a, *b
+	x.Backends, y.Backends = nil, nil
+	return equalService(x, y)
+}
+
+// remove adds the writes that delete e's service to the batches.
+func (t *table) remove(e *svcEntry) {
+	ds := &t.ops[opDeleteServices]
+	for _, f := range e.fes {
+		ds.feKeys = append(ds.feKeys, toFeKey(f.key))
+		if !t.dropAll {
 			delete(t.fes, f.key)
 		}
-		ops[opDeleteServices].svcKeys = append(ops[opDeleteServices].svcKeys, toSvcKey(k))
-		t.dropGroup(&ops, &slotGroup{id: e.id, slots: e.slots})
-		if e.local != nil {
-			t.dropGroup(&ops, e.local)
-			releaseSvc = append(releaseSvc, e.local.id)
-		}
-		for _, b := range e.svc.Backends {
-			be := t.bes[b]
-			be.refs--
-			touch(be)
-		}
-		delete(t.svcs, k)
-		releaseSvc = append(releaseSvc, e.id)
 	}
+	ds.svcKeys = append(ds.svcKeys, toSvcKey(e.svc.ServiceKey))
+	t.dropGroup(&slotGroup{id: e.id, slots: e.slots})
+	if e.local != nil {
+		t.dropGroup(e.local)
+		t.releaseSvc = append(t.releaseSvc, e.local.id)
+	}
+	for _, be := range e.bes {
+		be.refs--
+		t.touch(be)
+	}
+	t.releaseSvc = append(t.releaseSvc, e.id)
+	if t.dropAll {
+		return
+	}
+	delete(t.svcs, e.svc.ServiceKey)
+	t.deadSvc = append(t.deadSvc, e)
+}
 
-	var releaseBe []uint32
-	for _, be := range touched {
+// commit settles the backends the update touched, writes the batches in order and
+// frees the IDs nothing names any more. errs are the services' own errors.
+func (t *table) commit(errs []error) error {
+	pb, db := &t.ops[opPutBackends], &t.ops[opDeleteBackends]
+	for _, be := range t.touched {
 		switch {
-		case be.refs == 0 && be.created:
-			delete(t.bes, be.addr)
-			releaseBe = append(releaseBe, be.id)
 		case be.refs == 0:
-			ops[opDeleteBackends].beIDs = append(ops[opDeleteBackends].beIDs, be.id)
-			delete(t.bes, be.addr)
-			releaseBe = append(releaseBe, be.id)
+			if be.created {
+				// Created and dropped again by this update (a service
+				// upserted twice, or upserted and deleted): slots written
+				// before the drop name it, so it is written too.
+				pb.beIDs = append(pb.beIDs, be.id)
+				pb.bes = append(pb.bes, toBackend(be.addr, be.local))
+			}
+			db.beIDs = append(db.beIDs, be.id)
+			t.releaseBe = append(t.releaseBe, be.id)
+			if !t.dropAll {
+				delete(t.bes, be.addr)
+				t.deadBe = append(t.deadBe, be)
+			}
 		case be.created || be.rewrite:
-			ops[opPutBackends].beIDs = append(ops[opPutBackends].beIDs, be.id)
-			ops[opPutBackends].bes = append(ops[opPutBackends].bes, toBackend(be.addr, be.local))
+			pb.beIDs = append(pb.beIDs, be.id)
+			pb.bes = append(pb.bes, toBackend(be.addr, be.local))
 		}
 		be.touched, be.created, be.rewrite = false, false, false
 	}
+	clear(t.touched)
+	t.touched = t.touched[:0]
+	clear(t.beScratch[:cap(t.beScratch)]) // keep no entries alive from scratch
+	releaseSvc, releaseBe := t.releaseSvc, t.releaseBe
+	t.releaseSvc, t.releaseBe = releaseSvc[:0], releaseBe[:0]
+	dropAll := t.dropAll
+	t.dropAll = false
+	t.feDropped = nil
 
-	for i := range ops {
-		if ops[i].len() == 0 {
+	for i := range t.ops {
+		if t.ops[i].len() == 0 {
 			continue
 		}
-		if err := t.dp.apply(&ops[i]); err != nil {
-			err = fmt.Errorf("%s: %w", ops[i].kind, err)
+		if err := t.dp.apply(&t.ops[i]); err != nil {
+			err = fmt.Errorf("%s: %w", t.ops[i].kind, err)
 			t.log.Error("service map update failed; re-reading the maps", "error", err)
 			if aerr := t.adopt(); aerr != nil {
 				err = errors.Join(err, fmt.Errorf("re-read maps after a failed update: %w", aerr))
@@ -539,12 +888,31 @@ func (t *table) update(upserts []Service, deletes []ServiceKey) error {
 	for _, id := range releaseBe {
 		t.beIDs.release(id)
 	}
+	if dropAll || len(t.svcs) == 0 && len(t.bes) == 0 && len(t.fes) == 0 {
+		// Let the memory of an emptied mirror go (sync sizes the next one).
+		t.svcs, t.bes, t.fes = map[ServiceKey]*svcEntry{}, map[netip.AddrPort]*beEntry{}, map[ServiceKey]*svcEntry{}
+		t.resetEntries()
+		return errors.Join(errs...)
+	}
+	// Nothing names the removed entries any more.
+	for _, e := range t.deadSvc {
+		*e = svcEntry{}
+		t.freeSvc = append(t.freeSvc, e)
+	}
+	for _, be := range t.deadBe {
+		*be = beEntry{}
+		t.freeBe = append(t.freeBe, be)
+	}
+	clear(t.deadSvc)
+	clear(t.deadBe)
+	t.deadSvc, t.deadBe = t.deadSvc[:0], t.deadBe[:0]
 	return errors.Join(errs...)
 }
 
 // fits checks that n (replacing old, if not nil) fits in the maps and that no other
-// service owns its frontends.
-func (t *table) fits(old *svcEntry, n Service) error {
+// service owns its frontends; need is the number of its backends not in the maps,
+// useLocal whether its frontends use a local slot table.
+func (t *table) fits(old *svcEntry, n *Service, need int, useLocal bool) error {
 	oldCount, ids := 0, 0
 	if old != nil {
 		oldCount = len(old.slots)
@@ -558,7 +926,7 @@ func (t *table) fits(old *svcEntry, n Service) error {
 		ids++
 	}
 	newCount := len(n.Backends)
-	if n.usesLocalSlots() {
+	if useLocal {
 		newCount += len(n.LocalBackends)
 		if old == nil || old.local == nil {
 			ids++
@@ -570,18 +938,14 @@ func (t *table) fits(old *svcEntry, n Service) error {
 	if t.slotsUsed-oldCount+newCount > int(t.limits.Slots) {
 		return fmt.Errorf("service %s: the slots map is full (%d)", n.ServiceKey, t.limits.Slots)
 	}
-	need := 0
-	for _, b := range n.Backends {
-		if t.bes[b] == nil {
-			need++
-		}
-	}
 	if len(t.bes)+need > int(t.limits.Backends) {
 		return fmt.Errorf("service %s: the backends map is full (%d)", n.ServiceKey, t.limits.Backends)
 	}
-	fes := n.frontends()
+	if n.NodePort == 0 && len(n.ExternalIPs) == 0 && len(n.LoadBalancerIPs) == 0 {
+		return nil
+	}
 	added := 0
-	for _, f := range fes {
+	for _, f := range n.frontends() {
 		switch owner := t.fes[f.key]; {
 		case owner == nil:
 			added++
@@ -596,12 +960,17 @@ func (t *table) fits(old *svcEntry, n Service) error {
 }
 
 // placeSlots lays want out over the slot table id that holds old, adds the writes
-// to ops and returns the new table.
-func (t *table) placeSlots(ops *[numOps]op, id uint32, old, want []uint32) []uint32 {
-	slots := layout(old, want)
-	put := &ops[opPutSlotsGrow]
+// to the batches and returns the new table, in buf's array when it fits there.
+// want may be scratch memory; the result never is.
+func (t *table) placeSlots(id uint32, old, want, buf []uint32) []uint32 {
+	slots := want
+	if len(old) > 0 {
+		t.layScratch = layoutInto(t.layScratch, old, want)
+		slots = t.layScratch
+	}
+	put := &t.ops[opPutSlotsGrow]
 	if len(slots) < len(old) {
-		put = &ops[opPutSlotsShrink]
+		put = &t.ops[opPutSlotsShrink]
 	}
 	for i, bid := range slots {
 		if i < len(old) && old[i] == bid {
@@ -610,62 +979,62 @@ func (t *table) placeSlots(ops *[numOps]op, id uint32, old, want []uint32) []uin
 		put.slotKeys = append(put.slotKeys, sockSlotKey{Id: id, Slot: uint32(i)})
 		put.slotVals = append(put.slotVals, bid)
 	}
+	del := &t.ops[opDeleteSlotsShrink]
 	for i := len(slots); i < len(old); i++ {
-		ops[opDeleteSlotsShrink].slotKeys = append(ops[opDeleteSlotsShrink].slotKeys, sockSlotKey{Id: id, Slot: uint32(i)})
+		del.slotKeys = append(del.slotKeys, sockSlotKey{Id: id, Slot: uint32(i)})
 	}
 	t.slotsUsed += len(slots) - len(old)
-	return slots
+	return append(ownedBuf(buf, len(slots)), slots...)
 }
 
 // dropGroup deletes a slot table nothing names any more (after opDeleteServices).
-func (t *table) dropGroup(ops *[numOps]op, g *slotGroup) {
+func (t *table) dropGroup(g *slotGroup) {
+	del := &t.ops[opDeleteSlotsDeleted]
 	for i := range g.slots {
-		ops[opDeleteSlotsDeleted].slotKeys = append(ops[opDeleteSlotsDeleted].slotKeys, sockSlotKey{Id: g.id, Slot: uint32(i)})
+		del.slotKeys = append(del.slotKeys, sockSlotKey{Id: g.id, Slot: uint32(i)})
 	}
 	t.slotsUsed -= len(g.slots)
-}
-
-// sync makes the programmed services equal desired: services not in it are removed.
-func (t *table) sync(desired []Service) error {
-	var errs []error
-	want := make(map[ServiceKey]bool, len(desired))
-	ups := make([]Service, 0, len(desired))
-	for _, s := range desired {
-		k := s.ServiceKey
-		k.Addr = k.Addr.Unmap()
-		if want[k] {
-			errs = append(errs, fmt.Errorf("service %s: listed twice", k))
-			continue
-		}
-		want[k] = true
-		ups = append(ups, s)
-	}
-	var dels []ServiceKey
-	for k := range t.svcs {
-		if !want[k] {
-			dels = append(dels, k)
-		}
-	}
-	slices.SortFunc(dels, ServiceKey.compare)
-	return errors.Join(append(errs, t.update(ups, dels))...)
 }
 
 // layout places want (backend IDs) in slots: a backend keeps the slot it had when
 // that slot still exists, so a change rewrites as few slots as it can, and clients
 // with affinity to an unaffected backend keep it. The others fill the free slots
 // in the order given.
-func layout(old, want []uint32) []uint32 {
+func layout(old, want []uint32) []uint32 { return layoutInto(nil, old, want) }
+
+// layoutInto is layout with the result in res's array. Slot tables are short as a
+// rule: up to smallLayout backends, linear searches beat building maps.
+func layoutInto(res, old, want []uint32) []uint32 {
+	const smallLayout = 16
 	n := len(want)
-	res := make([]uint32, n)
-	filled := make([]bool, n)
+	res = slices.Grow(res[:0], n)[:n]
+	clear(res) // 0 is no backend ID: a free slot
+	if n <= smallLayout {
+		for i, id := range old {
+			if i < n && id != 0 && slices.Contains(want, id) && !slices.Contains(res[:i], id) {
+				res[i] = id
+			}
+		}
+		j := 0
+		for _, id := range want {
+			if slices.Contains(res, id) {
+				continue
+			}
+			for res[j] != 0 {
+				j++
+			}
+			res[j] = id
+		}
+		return res
+	}
 	wanted := make(map[uint32]bool, n)
 	for _, id := range want {
 		wanted[id] = true
 	}
 	placed := make(map[uint32]bool, n)
 	for i, id := range old {
-		if i < n && wanted[id] && !placed[id] {
-			res[i], filled[i], placed[id] = id, true, true
+		if i < n && id != 0 && wanted[id] && !placed[id] {
+			res[i], placed[id] = id, true
 		}
 	}
 	j := 0
@@ -673,10 +1042,10 @@ func layout(old, want []uint32) []uint32 {
 		if placed[id] {
 			continue
 		}
-		for filled[j] {
+		for res[j] != 0 {
 			j++
 		}
-		res[j], filled[j], placed[id] = id, true, true
+		res[j], placed[id] = id, true
 	}
 	return res
 }
