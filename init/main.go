@@ -3,9 +3,11 @@
 // root mount, the filesystems every boot needs, mounts the root squashfs read-only
 // through a loop device, switches into the root, and then supervises machined (restart
 // with backoff, orphan reaping) until machined or the kernel asks for a reboot or
-// power-off, which it carries out in order. The device drivers (by coldplug) and the
-// late modules load in a child of the supervising init while machined starts; it
-// creates handoff.DriversLoaded when done.
+// power-off, which it carries out in order. Right after the switch it starts machined
+// and a child of itself that loads the device drivers (by coldplug) and the late
+// modules while machined starts (creating handoff.DriversLoaded and
+// handoff.ModulesLoaded), then re-executes itself as the supervisor, which adopts
+// machined.
 //
 // Nothing else runs: there is no shell. Settings come from the kernel command line
 // (see internal/cmdline); logs go to /dev/kmsg.
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -149,13 +152,23 @@ func run(_ []string) error {
 		log.Error("tmpfs /var", "err", err)
 	}
 
-	// Signals that arrive during the exec are lost (PID 1 without handlers ignores them);
-	// the window is a few milliseconds, before machined runs.
-	signal.Reset()
+	// The drivers child and machined start now, not after the re-exec: the second
+	// phase's runtime start is off their path. The supervising phase adopts machined
+	// by the PID passed in its environment.
+	startDrivers(params.Modules, log)
+	sup := machinedSupervisor(con, params, log)
 	// Without transparent huge pages for the heap: with THP "always" (Debian's kernels)
 	// a touched 2 MiB page costs PID 1 almost half its budget. machined gets its own
 	// environment, so the setting stays with init.
 	env := append(os.Environ(), "GODEBUG=disablethp=1")
+	if err := sup.Start(); err != nil {
+		log.Error("start machined; the supervisor retries", "err", err)
+	} else {
+		env = append(env, fmt.Sprintf("%s=%d", machinedPIDEnv, sup.Running()))
+	}
+	// Signals that arrive during the exec are lost (PID 1 without handlers ignores them),
+	// except SIGCHLD, which the second phase assumes; the window is a few milliseconds.
+	signal.Reset()
 	if err := unix.Exec("/proc/self/exe", []string{superviseArg0}, env); err != nil {
 		return fmt.Errorf("re-exec init for supervision: %w", err)
 	}
@@ -172,21 +185,35 @@ func superviseMachined() error {
 	con := boot.OpenConsole()
 	params, _ := cmdline.Parse(readFile("/proc/cmdline"))
 	log := newLogger(con, params.Debug)
-	startDrivers(params.Modules, log)
-	sup := &supervise.Supervisor{
-		Path:        params.Machined,
-		Env:         []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux"},
-		Console:     consoleFile(con),
-		Backoff:     supervise.DefaultBackoff(),
-		StopTimeout: params.StopTimeout,
-		Log:         log.With("component", "supervise"),
+	sup := machinedSupervisor(con, params, log)
+	if pid, err := strconv.Atoi(os.Getenv(machinedPIDEnv)); err == nil && pid > 0 {
+		sup.Adopt = pid
 	}
+	os.Unsetenv(machinedPIDEnv)
 	action := sup.Run(sigs)
 	fmt.Fprintf(con, "kiln-init: %s\n", action)
 	if n := supervise.KillAll(5*time.Second, log); n > 0 {
 		log.Warn("shutdown: killed processes that ignored SIGTERM")
 	}
 	return supervise.Finish(action, func() { boot.UnmountAll(log) }, log)
+}
+
+// machinedPIDEnv carries the PID of the machined the boot phase started to the
+// supervising phase.
+const machinedPIDEnv = "KILN_INIT_MACHINED_PID"
+
+// machinedSupervisor is the supervisor of machined, the same in both phases.
+func machinedSupervisor(con io.Writer, params cmdline.Params, log *slog.Logger) *supervise.Supervisor {
+	return &supervise.Supervisor{
+		Path: params.Machined,
+		// KILN_INIT tells machined it runs under Kiln's init (node mode), also when it
+		// starts before init's re-exec renames PID 1.
+		Env:         []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux", "KILN_INIT=1"},
+		Console:     consoleFile(con),
+		Backoff:     supervise.DefaultBackoff(),
+		StopTimeout: params.StopTimeout,
+		Log:         log.With("component", "supervise"),
+	}
 }
 
 // newLogger logs to /dev/kmsg, or to the console when that fails.
@@ -228,8 +255,8 @@ func rootNeeds() []string {
 }
 
 // startDrivers starts the child that loads the device drivers and late modules
-// (loadDrivers), or marks both done at once when modules are off. The child is reaped by the supervisor like
-// any other; machined learns the outcome from handoff.DriversLoaded.
+// (loadDrivers), or marks both done at once when modules are off. The child is reaped
+// by the supervisor like any other; machined learns the outcome from the marks.
 func startDrivers(enabled bool, log *slog.Logger) {
 	if !enabled {
 		markDriversDone(log)
@@ -265,7 +292,7 @@ func mark(path string, log *slog.Logger) {
 	}
 }
 
-// loadDrivers runs in a child of the supervising init, beside machined: it loads, by
+// loadDrivers runs in a child of init, beside machined: it loads, by
 // coldplug, the drivers of the devices present and creates handoff.DriversLoaded, then
 // loads the board's late modules (bridge, netfilter, overlay, …) and exits. Modules
 // come from the root, which holds every one; those init loaded before the switch are

@@ -60,6 +60,9 @@ type Supervisor struct {
 	Log         *slog.Logger
 	// OnExit, when set, sees every reaped process (tests).
 	OnExit func(pid int, status unix.WaitStatus)
+	// Adopt, when not zero, is the PID of the program already started (by Start in
+	// the process this one exec'ed from): Run supervises it instead of starting one.
+	Adopt int
 
 	pid     int // 0 when not running
 	started time.Time
@@ -70,6 +73,11 @@ type Supervisor struct {
 func (s *Supervisor) Run(sigs <-chan os.Signal) Action {
 	restart := time.NewTimer(0) // first start at once
 	defer restart.Stop()
+	if s.Adopt > 0 {
+		restart.Stop()
+		s.pid, s.started = s.Adopt, time.Now()
+		s.Log.Info("program adopted", "program", s.Path, "pid", s.pid)
+	}
 	for {
 		select {
 		case <-restart.C:
@@ -99,6 +107,10 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) Action {
 		}
 	}
 }
+
+// Start starts the program once, without supervising it: for a process that then
+// exec's into the one that calls Run with Adopt set to Running().
+func (s *Supervisor) Start() error { return s.start() }
 
 func (s *Supervisor) start() error {
 	out := s.Console

@@ -205,3 +205,33 @@ func TestSupervisorStopKillsStubbornProgram(t *testing.T) {
 		t.Errorf("Running() = %d after stop, want 0", s.Running())
 	}
 }
+
+// TestSupervisorAdopts: a program started by Start (in init's first phase) is
+// supervised by a later Run with Adopt, not started twice, and restarted when it dies.
+func TestSupervisorAdopts(t *testing.T) {
+	e := &exits{m: map[int]unix.WaitStatus{}}
+	first, starts, _ := newSupervisor(t, "stubborn", e)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	adopted := first.Running()
+	waitFor(t, "the first program to start", func() bool { return len(readStarts(t, starts)) == 1 })
+
+	s, _, sigs := newSupervisor(t, "stubborn", e)
+	s.Env = first.Env
+	s.Adopt = adopted
+	done := make(chan Action)
+	go func() { done <- s.Run(sigs) }()
+	// A SIGCHLD before Run adopted waits in sigs and is handled after the adoption.
+	if err := unix.Kill(adopted, unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a restart after the adopted program died", func() bool { return len(readStarts(t, starts)) == 2 })
+	sigs <- unix.SIGUSR2
+	if a := <-done; a != PowerOff {
+		t.Errorf("Run = %v, want power off", a)
+	}
+	if ws, ok := e.get(adopted); !ok || ws.Signal() != unix.SIGKILL {
+		t.Errorf("adopted program %d: reaped %v, status %v", adopted, ok, describe(ws))
+	}
+}

@@ -50,10 +50,15 @@ func main() {
 // initArg0 is argv[0] of Kiln's init while it supervises machined.
 const initArg0 = "kiln-init:supervise"
 
-// underKilnInit reports whether the parent is Kiln's init.
+// underKilnInit reports whether the parent is Kiln's init: PID 1, which either set
+// KILN_INIT=1 (init starts machined before it re-executes itself as the supervisor) or
+// runs as the supervisor.
 func underKilnInit() bool {
 	if os.Getppid() != 1 {
 		return false
+	}
+	if os.Getenv("KILN_INIT") == "1" {
+		return true
 	}
 	b, err := os.ReadFile("/proc/1/cmdline")
 	if err != nil {
