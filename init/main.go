@@ -115,11 +115,15 @@ func run(_ []string) error {
 	// links) then delays only the disks behind it, which machined waits for.
 	start := time.Now()
 	var wg sync.WaitGroup
+	var set *modules.Set
 	if params.Modules {
-		set, err := moduleSet("/", release, log)
-		if err != nil {
+		var err error
+		if set, err = moduleSet("/", release, log); err != nil {
 			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
+			set = nil
 		} else {
+			// The initramfs holds the early modules, the new root (once mounted) all.
+			set.StageRoots = map[string]string{modules.Late: newRoot}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -138,6 +142,17 @@ func run(_ []string) error {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev)
+	if set != nil {
+		// The hardware random number driver (virtio_rng in a VM) from the new root, now:
+		// machined's TLS keys and Go's runtime wait for the kernel's random pool.
+		as, err := modules.BusModaliases("/sys/bus")
+		if err == nil {
+			err = set.Load(set.Manifest.EntropyDrivers(as)...)
+		}
+		if err != nil {
+			log.Warn("entropy drivers", "err", err)
+		}
+	}
 	// The switch deletes the initramfs' files: the loads from it end first.
 	wg.Wait()
 	log.Info("early modules loaded", "took", time.Since(start).Round(time.Millisecond))
@@ -323,6 +338,15 @@ func loadDrivers() error {
 	// machined waits for the drivers (its disk, its links) first; for the late
 	// modules only when it applies a stored configuration.
 	mark(handoff.DriversLoaded, log)
+	// The late modules are not on machined's path: they load one at a time from this
+	// goroutine's own thread at the lowest priority, so that under TCG, where every
+	// cycle counts, their decompression does not slow machined's start. (A nice value
+	// is per thread on Linux; Parallel 1 loads inline, on the locked thread.)
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
+		log.Warn("lower the priority of the late modules", "err", err)
+	}
+	set.Parallel = 1
 	if err := set.LoadModules(set.Manifest.Unconditional(modules.Late)); err != nil {
 		log.Error("late modules", "err", err)
 	}

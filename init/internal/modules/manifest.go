@@ -184,3 +184,22 @@ func (m *Manifest) Match(modalias string) []string {
 	}
 	return out
 }
+
+// EntropyDrivers returns the names of the hardware random number drivers
+// (drivers/char/hw_random) whose aliases match one of modaliases. Loading them early
+// lets the kernel's random pool initialise before programs block on getrandom(2):
+// under emulation, without a hardware source, that wait lasts seconds.
+func (m *Manifest) EntropyDrivers(modaliases []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range modaliases {
+		for _, n := range m.Match(a) {
+			i, ok := m.index[n]
+			if ok && !seen[n] && strings.Contains(m.Modules[i].Path, "/char/hw_random/") {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}

@@ -580,3 +580,19 @@ func TestAdoptLoaded(t *testing.T) {
 		t.Error("AdoptLoaded of a missing file: no error")
 	}
 }
+
+func TestEntropyDrivers(t *testing.T) {
+	m, err := Parse([]byte(`{"kernel":"6.1.0-test","modules":[
+{"name":"virtio_rng","path":"lib/modules/6.1.0-test/kernel/drivers/char/hw_random/virtio-rng.ko.xz","stage":"late","aliases":["virtio:d00000004v*"]},
+{"name":"virtio_net","path":"lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko.xz","stage":"late","aliases":["virtio:d00000001v*"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := m.EntropyDrivers([]string{"virtio:d00000001v00001AF4", "virtio:d00000004v00001AF4", "virtio:d00000004v00001AF4"})
+	if diff := cmp.Diff([]string{"virtio_rng"}, got); diff != "" {
+		t.Errorf("EntropyDrivers (-want +got):\n%s", diff)
+	}
+	if got := m.EntropyDrivers([]string{"virtio:d00000001v00001AF4"}); len(got) != 0 {
+		t.Errorf("EntropyDrivers without an RNG device = %q, want none", got)
+	}
+}
