@@ -79,8 +79,10 @@ components: ## Build kube (k8s+etcd), containerd, runc, CNI, pause/CoreDNS image
 	controlplane/build.sh -a $(ARCH)
 
 .PHONY: test-components
-test-components: components ## Host tests of the built components: a control plane on 127.0.0.1, containerd+runc (root).
+test-components: components ## Host tests of the built components: a control plane on 127.0.0.1, containerd+runc, the eBPF proxy agent against a real apiserver (root).
 	cd controlplane/hosttest && $(GO) vet . && $(GO) test -count=1 -v .
+	KILN_COMPONENTS=$${KILN_COMPONENTS:-$(CURDIR)/_out/components} \
+	  $(GO) test ./tools/bench/proxy -run '^TestAgentAgainstAPIServer$$' -v -count=1 -timeout 20m
 
 .PHONY: verify-modules
 verify-modules: ## go mod verify in the root module and every nested one.

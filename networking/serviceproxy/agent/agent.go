@@ -31,9 +31,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer gets the agent's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
-	// NodeName is this node's name, for internalTrafficPolicy Local. Empty: such
-	// Services use all their endpoints.
+	// NodeName is this node's name: endpoints whose nodeName it is are
+	// LocalBackends (never SNATed, the only ones externalTrafficPolicy Local
+	// uses), and internalTrafficPolicy Local Services use only them. Empty: no
+	// endpoint is local, and internalTrafficPolicy Local Services use all their
+	// endpoints.
 	NodeName string
+	// Health, when set, is given the desired Services with a health-check node
+	// port after every change to them: a *serviceproxy.HealthServer, which the
+	// caller creates and closes.
+	Health HealthSyncer
 	// MinInterval is the least time between two datapath updates; events in
 	// between are coalesced. Default DefaultMinInterval.
 	MinInterval time.Duration

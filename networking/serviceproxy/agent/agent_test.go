@@ -182,7 +182,7 @@ func TestChurn(t *testing.T) {
 		wantList = append(wantList, s)
 	}
 	dp.waitForState(t, wantList)
-	if diff := cmp.Diff(normalized(wantList), normalized(h.agent.cfg.Datapath.Services()), netipComparers); diff != "" {
+	if diff := cmp.Diff(normalized(wantList), normalized(h.agent.cfg.Datapath.Services()), stateOptions); diff != "" {
 		t.Errorf("programmed state (-want +got):\n%s", diff)
 	}
 	syncs, updates := dp.calls()
@@ -311,7 +311,7 @@ func TestRestartAdoptsDatapath(t *testing.T) {
 	dp.mu.Lock()
 	synced := dp.syncs[0]
 	dp.mu.Unlock()
-	if diff := cmp.Diff(normalized(want), normalized(synced), netipComparers); diff != "" {
+	if diff := cmp.Diff(normalized(want), normalized(synced), stateOptions); diff != "" {
 		t.Errorf("Sync on start (-want +got):\n%s", diff)
 	}
 	dp.waitForState(t, want)
@@ -442,7 +442,7 @@ func TestDuplicateFrontend(t *testing.T) {
 	second, secondSlice := web("second", "10.96.0.10", "10.0.0.2")
 	h.create(second, secondSlice)
 	eventually(t, "the conflict is counted", func() bool { return h.errorCount(ReasonDuplicateFrontend) >= 1 })
-	if diff := cmp.Diff(normalized([]serviceproxy.Service{webState("10.96.0.10", "10.0.0.1")}), dp.Services(), netipComparers); diff != "" {
+	if diff := cmp.Diff(normalized([]serviceproxy.Service{webState("10.96.0.10", "10.0.0.1")}), dp.Services(), stateOptions); diff != "" {
 		t.Errorf("after the conflict (-want +got):\n%s", diff)
 	}
 	// When the owner goes, the other Service gets the frontend.

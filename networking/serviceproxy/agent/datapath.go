@@ -17,3 +17,9 @@ type Datapath interface {
 	// Stats returns fill levels and map sizes.
 	Stats() serviceproxy.Stats
 }
+
+// HealthSyncer serves the health-check node ports of the Services it is given:
+// *serviceproxy.HealthServer.
+type HealthSyncer interface {
+	Sync(svcs []serviceproxy.Service) error
+}

@@ -23,6 +23,36 @@
 // (same ready-then-terminating rule), when NodeName is set. Only an endpoint's first
 // address is used, as kube-proxy does.
 //
+// # Frontends outside the node
+//
+// Each serviceproxy.Service also carries what serves it from outside the node, for
+// its own port and family, as kube-proxy reads it: spec.ports[].nodePort for the
+// NodePort and LoadBalancer types (Service.NodePort), spec.externalIPs for any
+// type (ExternalIPs), status.loadBalancer.ingress[].ip for the LoadBalancer type
+// except ingresses with ipMode Proxy, whose load balancer does not send that IP
+// to the node (LoadBalancerIPs), and spec.externalTrafficPolicy (ExternalPolicy,
+// Local only for a Service that has one of these frontends). Addresses of the
+// other family are left to the other ClusterIP's Service; addresses that do not
+// parse are logged and skipped. LocalBackends are the chosen backends whose
+// endpoint's nodeName is Config.NodeName, for every Service (the datapath keeps
+// locality per backend address, so Services that share a backend must agree).
+// A LoadBalancer Service with policy Local also carries spec.healthCheckNodePort,
+// and Config.Health (a serviceproxy.HealthServer) is given the desired Services
+// that have one whenever one of them changes.
+//
+// A frontend (NodePort, externalIP:port or load balancer IP:port, per protocol)
+// served by one Service is not given to another: the second is programmed without
+// it, counted as duplicate_frontend, and gains it when the first lets go. The
+// datapath applies an Update's upserts before its deletes and refuses a frontend
+// another service still holds, so upserts that gain a frontend are sent in a
+// second Update after the ones that may free it.
+//
+// Limits: one Backends list serves the ClusterIP and the frontends, so a Service
+// with internalTrafficPolicy Local serves only this node's endpoints on its
+// NodePort too; and under externalTrafficPolicy Local, when this node has only
+// terminating endpoints while other nodes have ready ones, the frontends have none
+// (kube-proxy would use the local terminating ones).
+//
 // Topology hints (endpoint.hints.forZones/forNodes, trafficDistribution) are
 // ignored: every node balances over all of a Service's endpoints. Honouring them
 // needs the node's zone label and kube-proxy's safety fallbacks; the datapath

@@ -72,10 +72,27 @@ func (f *fakeDatapath) put(ups []serviceproxy.Service) error {
 				continue
 			}
 		}
+		if err := f.frontendTaken(u); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		u.Backends = slices.Clone(u.Backends)
 		f.svcs[u.ServiceKey] = u
 	}
 	return errors.Join(errs...)
+}
+
+// frontendTaken refuses a frontend another service holds, as the real datapath
+// does (which also applies upserts before deletes, as Update below).
+func (f *fakeDatapath) frontendTaken(u serviceproxy.Service) error {
+	for _, fe := range frontendKeys(u) {
+		for k, s := range f.svcs {
+			if k != u.ServiceKey && slices.Contains(frontendKeys(s), fe) {
+				return fmt.Errorf("service %s: frontend %s belongs to service %s", u.ServiceKey, fe, k)
+			}
+		}
+	}
+	return nil
 }
 
 func (f *fakeDatapath) notify() {
@@ -112,10 +129,12 @@ func (f *fakeDatapath) Update(upserts []serviceproxy.Service, deletes []key) err
 	defer f.mu.Unlock()
 	defer f.notify()
 	f.updates = append(f.updates, fakeUpdate{cloneServices(upserts), slices.Clone(deletes)})
+	// The real table applies upserts first, then deletes.
+	err := f.put(upserts)
 	for _, k := range deletes {
 		delete(f.svcs, k)
 	}
-	return f.put(upserts)
+	return err
 }
 
 func (f *fakeDatapath) Services() []serviceproxy.Service {
@@ -140,6 +159,7 @@ func (f *fakeDatapath) Stats() serviceproxy.Stats {
 	st := serviceproxy.Stats{Services: len(f.svcs), Limits: f.limits}
 	bes := make(map[netip.AddrPort]bool)
 	for _, s := range f.svcs {
+		st.Frontends += len(frontendKeys(s))
 		st.Slots += len(s.Backends)
 		for _, b := range s.Backends {
 			bes[b] = true
@@ -199,6 +219,9 @@ func cloneServices(in []serviceproxy.Service) []serviceproxy.Service {
 	out := make([]serviceproxy.Service, len(in))
 	for i, s := range in {
 		s.Backends = slices.Clone(s.Backends)
+		s.LocalBackends = slices.Clone(s.LocalBackends)
+		s.ExternalIPs = slices.Clone(s.ExternalIPs)
+		s.LoadBalancerIPs = slices.Clone(s.LoadBalancerIPs)
 		out[i] = s
 	}
 	return out
@@ -281,6 +304,46 @@ func start(t *testing.T, client *fake.Clientset, dp Datapath, tweak ...func(*Con
 		t.Fatal("agent never made its first Sync")
 	}
 	return &harness{t: t, client: client, agent: a, reg: reg}
+}
+
+// fakeHealth records what the agent gives the health server.
+type fakeHealth struct {
+	mu      sync.Mutex
+	last    []serviceproxy.Service
+	calls   int
+	changed chan struct{}
+}
+
+func newFakeHealth() *fakeHealth { return &fakeHealth{changed: make(chan struct{})} }
+
+func (h *fakeHealth) Sync(svcs []serviceproxy.Service) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.last = cloneServices(svcs)
+	h.calls++
+	close(h.changed)
+	h.changed = make(chan struct{})
+	return nil
+}
+
+// waitFor waits until cond holds for the last Sync's services.
+func (h *fakeHealth) waitFor(t *testing.T, what string, cond func([]serviceproxy.Service) bool) {
+	t.Helper()
+	deadline := time.After(hang)
+	for {
+		h.mu.Lock()
+		ok := h.calls > 0 && cond(h.last)
+		ch, last := h.changed, h.last
+		h.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("health server never got: %s; it has:\n%v", what, last)
+		}
+	}
 }
 
 // Object builders.

@@ -15,6 +15,7 @@ type metrics struct {
 	syncLatency  prometheus.Histogram
 	callDuration *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
+	healthPorts  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,6 +50,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kiln_proxy_errors_total",
 			Help: "Services not programmed as desired, by reason; each keeps its last good state.",
 		}, []string{"reason"}),
+		healthPorts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kiln_proxy_health_check_node_ports",
+			Help: "Health-check node ports of externalTrafficPolicy Local Services given to the health server.",
+		}),
 	}
 	for _, r := range reasons {
 		m.errors.WithLabelValues(r)
@@ -57,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.callDuration.WithLabelValues(op)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.services, m.backends, m.mapEntries, m.mapFill, m.syncLatency, m.callDuration, m.errors} {
+		for _, c := range []prometheus.Collector{m.services, m.backends, m.mapEntries, m.mapFill, m.syncLatency, m.callDuration, m.errors, m.healthPorts} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -77,6 +82,7 @@ func (m *metrics) setStats(st serviceproxy.Stats) {
 		{"services", st.Services, st.Limits.Services},
 		{"backends", st.Backends, st.Limits.Backends},
 		{"slots", st.Slots, st.Limits.Slots},
+		{"frontends", st.Frontends, st.Limits.Frontends},
 	} {
 		m.mapEntries.WithLabelValues(x.name).Set(float64(x.n))
 		if x.limit > 0 {

@@ -34,8 +34,18 @@ type state struct {
 	// conflicts are the Services that also asked for a key someone else owns:
 	// they are recomputed when the owner lets go.
 	conflicts map[key]map[types.NamespacedName]bool
-	failed    map[key]serviceproxy.Service // desired states the datapath refused, until retried
-	retry     map[key]bool                 // deletes that did not happen
+	// feOwner and feOwned are who serves each frontend (NodePort, externalIP,
+	// load balancer IP); feConflicts, like conflicts, are the Services that also
+	// asked for one and were programmed without it.
+	feOwner     map[key]types.NamespacedName
+	feOwned     map[types.NamespacedName][]key
+	feConflicts map[key]map[types.NamespacedName]bool
+	// health are the keys last given to the health server; healthFailed is set
+	// while it could not open some port.
+	health       map[key]bool
+	healthFailed bool
+	failed       map[key]serviceproxy.Service // desired states the datapath refused, until retried
+	retry        map[key]bool                 // deletes that did not happen
 	// unknown are Service names that EndpointSlices point at but that do not
 	// exist. The EndpointSlice controller creates slices after their Service
 	// and the garbage collector removes them after it, and the two informers do
@@ -56,17 +66,21 @@ type orphans struct {
 func newState(a *Agent) *state {
 	dp := a.cfg.Datapath
 	s := &state{
-		a:          a,
-		log:        a.log,
-		dp:         dp,
-		opts:       translateOptions{nodeName: a.cfg.NodeName, perService: int(dp.Stats().Limits.PerService), log: a.log},
-		programmed: make(map[key]serviceproxy.Service),
-		want:       make(map[key]wantEntry),
-		owned:      make(map[types.NamespacedName][]key),
-		conflicts:  make(map[key]map[types.NamespacedName]bool),
-		failed:     make(map[key]serviceproxy.Service),
-		retry:      make(map[key]bool),
-		unknown:    make(map[types.NamespacedName]*orphans),
+		a:           a,
+		log:         a.log,
+		dp:          dp,
+		opts:        translateOptions{nodeName: a.cfg.NodeName, perService: int(dp.Stats().Limits.PerService), log: a.log},
+		programmed:  make(map[key]serviceproxy.Service),
+		want:        make(map[key]wantEntry),
+		owned:       make(map[types.NamespacedName][]key),
+		conflicts:   make(map[key]map[types.NamespacedName]bool),
+		feOwner:     make(map[key]types.NamespacedName),
+		feOwned:     make(map[types.NamespacedName][]key),
+		feConflicts: make(map[key]map[types.NamespacedName]bool),
+		health:      make(map[key]bool),
+		failed:      make(map[key]serviceproxy.Service),
+		retry:       make(map[key]bool),
+		unknown:     make(map[types.NamespacedName]*orphans),
 	}
 	for _, svc := range dp.Services() {
 		s.programmed[svc.ServiceKey] = svc
@@ -110,6 +124,7 @@ func (s *state) fullSync(first time.Time) {
 	}
 	s.a.m.syncLatency.Observe(time.Since(first).Seconds())
 	s.a.m.setStats(s.dp.Stats())
+	s.syncHealth()
 	s.log.Info("programmed the full service state", "services", len(desired), "adopted", adopted,
 		"removed", len(stale), "kubernetes_services", len(s.owned), "duration", time.Since(start))
 }
@@ -131,26 +146,87 @@ func (s *state) flush(names []types.NamespacedName, first time.Time, retry bool)
 		s.reportOrphans(s.a.cfg.RetryInterval)
 	}
 	ups, dels := s.diff(changed)
-	if len(ups)+len(dels) > 0 {
-		start := time.Now()
-		err := s.dp.Update(ups, dels)
-		s.a.m.callDuration.WithLabelValues("update").Observe(time.Since(start).Seconds())
-		if err != nil {
-			s.afterError("update", err, ups, dels)
-		} else {
-			for _, u := range ups {
-				s.programmed[u.ServiceKey] = u
-			}
-			for _, k := range dels {
-				delete(s.programmed, k)
+	// The datapath applies upserts before deletes and refuses a frontend that
+	// another service still holds: the upserts that gain a frontend go in a
+	// second Update, after the deletes and upserts that may free it.
+	var later []serviceproxy.Service
+	if len(ups) > 0 {
+		now := ups[:0:0]
+		for _, u := range ups {
+			if addsFrontend(u, s.programmed[u.ServiceKey]) && (len(dels) > 0 || len(ups) > 1) {
+				later = append(later, u)
+			} else {
+				now = append(now, u)
 			}
 		}
-		s.log.Debug("updated the datapath", "services", len(names), "upserts", len(ups), "deletes", len(dels), "duration", time.Since(start))
+		ups = now
 	}
+	s.update(ups, dels, len(names))
+	s.update(later, nil, len(names))
 	if len(names) > 0 {
 		s.a.m.syncLatency.Observe(time.Since(first).Seconds())
 	}
 	s.a.m.setStats(s.dp.Stats())
+	if retry && s.healthFailed {
+		s.syncHealth()
+		return
+	}
+	for k := range changed {
+		if s.health[k] || s.want[k].svc.HealthCheckNodePort != 0 {
+			s.syncHealth()
+			break
+		}
+	}
+}
+
+// update programs ups and dels with one Update and mirrors the result.
+func (s *state) update(ups []serviceproxy.Service, dels []key, names int) {
+	if len(ups)+len(dels) == 0 {
+		return
+	}
+	start := time.Now()
+	err := s.dp.Update(ups, dels)
+	s.a.m.callDuration.WithLabelValues("update").Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.afterError("update", err, ups, dels)
+	} else {
+		for _, u := range ups {
+			s.programmed[u.ServiceKey] = u
+		}
+		for _, k := range dels {
+			delete(s.programmed, k)
+		}
+	}
+	s.log.Debug("updated the datapath", "services", names, "upserts", len(ups), "deletes", len(dels), "duration", time.Since(start))
+}
+
+// syncHealth gives the health server every wanted Service with a health-check
+// node port.
+func (s *state) syncHealth() {
+	h := s.a.cfg.Health
+	if h == nil {
+		return
+	}
+	var svcs []serviceproxy.Service
+	clear(s.health)
+	for k, w := range s.want {
+		if w.svc.HealthCheckNodePort != 0 {
+			svcs = append(svcs, w.svc)
+			s.health[k] = true
+		}
+	}
+	slices.SortFunc(svcs, func(x, y serviceproxy.Service) int { return compareKeys(x.ServiceKey, y.ServiceKey) })
+	ports := map[uint16]bool{}
+	for _, svc := range svcs {
+		ports[svc.HealthCheckNodePort] = true
+	}
+	s.a.m.healthPorts.Set(float64(len(ports)))
+	err := h.Sync(svcs)
+	s.healthFailed = err != nil
+	if err != nil {
+		s.a.m.errors.WithLabelValues(ReasonHealthCheck).Inc()
+		s.log.Error("health-check node ports; retrying", "error", err)
+	}
 }
 
 // diff lists what must change in the datapath for the keys in changed.
@@ -237,6 +313,18 @@ func (s *state) recompute(n types.NamespacedName, changed map[key]bool, requeue 
 		}
 	}
 	delete(s.owned, n)
+	for _, f := range s.feOwned[n] {
+		if s.feOwner[f] == n {
+			delete(s.feOwner, f)
+			for c := range s.feConflicts[f] {
+				if c != n {
+					requeue(c)
+				}
+			}
+			delete(s.feConflicts, f)
+		}
+	}
+	delete(s.feOwned, n)
 
 	log := s.log.With("service", n.String())
 	svc, eps, err := s.a.get(n)
@@ -278,9 +366,32 @@ func (s *state) recompute(n types.NamespacedName, changed map[key]bool, requeue 
 			log.Error("frontend already belongs to another service", "frontend", k.String(), "owner", w.owner.String())
 			continue
 		}
-		s.want[k] = wantEntry{owner: n, svc: svc}
+		s.want[k] = wantEntry{owner: n, svc: s.claimFrontends(n, svc, log)}
 		s.owned[n] = append(s.owned[n], k)
 	}
+}
+
+// claimFrontends gives Service n the frontends of svc that no other Service
+// serves, and returns svc without the others.
+func (s *state) claimFrontends(n types.NamespacedName, svc serviceproxy.Service, log *slog.Logger) serviceproxy.Service {
+	for _, f := range frontendKeys(svc) {
+		owner, taken := s.feOwner[f]
+		if taken && owner != n {
+			if s.feConflicts[f] == nil {
+				s.feConflicts[f] = make(map[types.NamespacedName]bool)
+			}
+			s.feConflicts[f][n] = true
+			s.a.m.errors.WithLabelValues(ReasonDuplicateFrontend).Inc()
+			log.Error("frontend already belongs to another service; serving the service without it", "frontend", f.String(), "owner", owner.String())
+			svc = withoutFrontend(svc, f)
+			continue
+		}
+		if !taken {
+			s.feOwner[f] = n
+			s.feOwned[n] = append(s.feOwned[n], f)
+		}
+	}
+	return svc
 }
 
 // hold keeps the programmed state of keys for Service n.
@@ -294,7 +405,7 @@ func (s *state) hold(n types.NamespacedName, keys []key, changed map[key]bool) {
 		if _, taken := s.want[k]; taken {
 			continue
 		}
-		s.want[k] = wantEntry{owner: n, svc: p, held: true}
+		s.want[k] = wantEntry{owner: n, svc: s.claimFrontends(n, p, s.log.With("service", n.String())), held: true}
 		s.owned[n] = append(s.owned[n], k)
 	}
 }

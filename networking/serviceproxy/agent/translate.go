@@ -20,10 +20,11 @@ const (
 	ReasonDuplicateFrontend = "duplicate_frontend" // a ClusterIP:port/proto another Service has
 	ReasonUnknownService    = "unknown_service"    // an EndpointSlice whose Service does not exist
 	ReasonDatapath          = "datapath"           // the datapath refused the Service (a full map)
+	ReasonHealthCheck       = "health_check"       // a health-check node port that could not be opened
 )
 
 var reasons = []string{ReasonInvalidService, ReasonInvalidEndpoint, ReasonTooManyBackends,
-	ReasonDuplicateFrontend, ReasonUnknownService, ReasonDatapath}
+	ReasonDuplicateFrontend, ReasonUnknownService, ReasonDatapath, ReasonHealthCheck}
 
 // translateError is a Service that cannot be programmed as it stands.
 type translateError struct {
@@ -42,7 +43,7 @@ func failf(reason, format string, args ...any) *translateError {
 const defaultAffinityTimeout = 10800 * time.Second
 
 type translateOptions struct {
-	nodeName   string // for internalTrafficPolicy Local; empty: Local is treated as Cluster
+	nodeName   string // for internalTrafficPolicy Local and LocalBackends; empty: no endpoint is local
 	perService int    // backends one Service port may have; 0: unchecked
 	log        *slog.Logger
 }
@@ -100,8 +101,8 @@ func translate(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, opts trans
 		proto corev1.Protocol
 	}
 	var ports []portKey
-	var keyPorts []portKey // the port of each of tr.keys
-	for _, sp := range svc.Spec.Ports {
+	var keyPorts []int // the index in svc.Spec.Ports of each of tr.keys
+	for i, sp := range svc.Spec.Ports {
 		proto := sp.Protocol
 		if proto == "" {
 			proto = corev1.ProtocolTCP
@@ -117,13 +118,17 @@ func translate(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, opts trans
 		}
 		for _, a := range addrs {
 			tr.keys = append(tr.keys, serviceproxy.ServiceKey{Addr: a, Port: uint16(sp.Port), Proto: protoOf(proto)})
-			keyPorts = append(keyPorts, portKey{sp.Name, proto})
+			keyPorts = append(keyPorts, i)
 		}
 		ports = append(ports, portKey{sp.Name, proto})
 	}
 
-	// backends[family][port] are the ready and the serving-terminating endpoints.
-	type cands struct{ ready, terminating []netip.AddrPort }
+	// backends[family][port] are the ready and the serving-terminating endpoints,
+	// and which of them are on this node.
+	type cands struct {
+		ready, terminating []netip.AddrPort
+		local              map[netip.AddrPort]bool
+	}
 	type famPort struct {
 		v4   bool
 		port portKey
@@ -166,10 +171,17 @@ func translate(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, opts trans
 				if err != nil || a.Zone() != "" || a.Unmap().Is4() != v4 {
 					return tr, failf(ReasonInvalidEndpoint, "EndpointSlice %s: %q is not an %s address", es.Name, ep.Addresses[0], es.AddressType)
 				}
-				if local && (ep.NodeName == nil || *ep.NodeName != opts.nodeName) {
+				onNode := opts.nodeName != "" && ep.NodeName != nil && *ep.NodeName == opts.nodeName
+				if local && !onNode {
 					continue
 				}
 				be := netip.AddrPortFrom(a.Unmap(), uint16(*p.Port))
+				if onNode {
+					if c.local == nil {
+						c.local = make(map[netip.AddrPort]bool)
+					}
+					c.local[be] = true
+				}
 				ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
 				serving := ep.Conditions.Serving == nil || *ep.Conditions.Serving
 				terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
@@ -183,14 +195,24 @@ func translate(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, opts trans
 		}
 	}
 
+	ext := externalOf(svc, opts)
 	tr.services = make([]serviceproxy.Service, 0, len(tr.keys))
 	for i, k := range tr.keys {
-		pk := keyPorts[i]
-		var bes []netip.AddrPort
+		sp := svc.Spec.Ports[keyPorts[i]]
+		pk := portKey{sp.Name, sp.Protocol}
+		if pk.proto == "" {
+			pk.proto = corev1.ProtocolTCP
+		}
+		var bes, local []netip.AddrPort
 		if c := found[famPort{k.Addr.Is4(), pk}]; c != nil {
 			bes = c.ready
 			if len(bes) == 0 {
 				bes = c.terminating
+			}
+			for _, b := range bes {
+				if c.local[b] {
+					local = append(local, b)
+				}
 			}
 		}
 		bes = sortedUnique(bes)
@@ -198,9 +220,141 @@ func translate(svc *corev1.Service, eps []*discoveryv1.EndpointSlice, opts trans
 			tr.services = nil
 			return tr, failf(ReasonTooManyBackends, "%s has %d backends, more than the %d a service holds", k, len(bes), opts.perService)
 		}
-		tr.services = append(tr.services, serviceproxy.Service{ServiceKey: k, Backends: bes, Affinity: affinity})
+		s := serviceproxy.Service{ServiceKey: k, Backends: bes, Affinity: affinity, Name: svc.Namespace + "/" + svc.Name}
+		if len(local) > 0 {
+			s.LocalBackends = sortedUnique(local)
+		}
+		ext.apply(&s, sp)
+		tr.services = append(tr.services, s)
 	}
 	return tr, nil
+}
+
+// external is how a Kubernetes Service is reached from outside the node, for all
+// its ports and both families.
+type external struct {
+	nodePorts   bool         // spec.ports[].nodePort is served (NodePort and LoadBalancer)
+	externalIPs []netip.Addr // spec.externalIPs, sorted
+	lbIPs       []netip.Addr // status.loadBalancer.ingress[].ip, sorted
+	local       bool         // externalTrafficPolicy Local
+	healthPort  uint16       // spec.healthCheckNodePort
+}
+
+// externalOf reads the frontends of svc as kube-proxy does: NodePorts for the
+// NodePort and LoadBalancer types (a LoadBalancer with
+// allocateLoadBalancerNodePorts false has none), externalIPs for any type, and the
+// load balancer's ingress IPs for the LoadBalancer type, except those with ipMode
+// Proxy, whose load balancer does not send the IP to the node. Addresses that do
+// not parse are logged and skipped: the apiserver validates them, and one bad
+// externalIP must not take the Service's other frontends away.
+func externalOf(svc *corev1.Service, opts translateOptions) external {
+	var e external
+	lb := svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	e.nodePorts = lb || svc.Spec.Type == corev1.ServiceTypeNodePort
+	bad := func(what, s string) {
+		if opts.log != nil {
+			opts.log.Warn("skipping an address that does not parse", "field", what, "address", s)
+		}
+	}
+	for _, s := range svc.Spec.ExternalIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" || a.Unmap().IsUnspecified() {
+			bad("spec.externalIPs", s)
+			continue
+		}
+		e.externalIPs = append(e.externalIPs, a.Unmap())
+	}
+	if lb {
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+				continue
+			}
+			a, err := netip.ParseAddr(ing.IP)
+			if err != nil || a.Zone() != "" || a.Unmap().IsUnspecified() {
+				bad("status.loadBalancer.ingress[].ip", ing.IP)
+				continue
+			}
+			e.lbIPs = append(e.lbIPs, a.Unmap())
+		}
+	}
+	e.externalIPs, e.lbIPs = sortedAddrs(e.externalIPs), sortedAddrs(e.lbIPs)
+	e.local = svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal &&
+		(e.nodePorts || len(e.externalIPs) > 0 || len(e.lbIPs) > 0)
+	if lb && e.local && svc.Spec.HealthCheckNodePort > 0 && svc.Spec.HealthCheckNodePort <= 65535 {
+		e.healthPort = uint16(svc.Spec.HealthCheckNodePort)
+	}
+	return e
+}
+
+// apply sets the frontends of s, one port of one family of the Service.
+func (e external) apply(s *serviceproxy.Service, sp corev1.ServicePort) {
+	if e.nodePorts && sp.NodePort > 0 && sp.NodePort <= 65535 {
+		s.NodePort = uint16(sp.NodePort)
+	}
+	s.ExternalIPs = ofFamily(e.externalIPs, s.Addr.Is4())
+	s.LoadBalancerIPs = ofFamily(e.lbIPs, s.Addr.Is4())
+	if e.local {
+		s.ExternalPolicy = serviceproxy.PolicyLocal
+	}
+	s.HealthCheckNodePort = e.healthPort
+}
+
+func sortedAddrs(as []netip.Addr) []netip.Addr {
+	if len(as) == 0 {
+		return nil
+	}
+	slices.SortFunc(as, netip.Addr.Compare)
+	return slices.Compact(as)
+}
+
+func ofFamily(as []netip.Addr, v4 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range as {
+		if a.Is4() == v4 {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// frontendKeys are the frontends map keys s asks for: a NodePort's address is the
+// unspecified one of its family, as in the datapath.
+func frontendKeys(s serviceproxy.Service) []key {
+	var out []key
+	if s.NodePort != 0 {
+		any := netip.IPv4Unspecified()
+		if !s.Addr.Is4() {
+			any = netip.IPv6Unspecified()
+		}
+		out = append(out, key{Addr: any, Port: s.NodePort, Proto: s.Proto})
+	}
+	for _, a := range s.ExternalIPs {
+		out = append(out, key{Addr: a, Port: s.Port, Proto: s.Proto})
+	}
+	for _, a := range s.LoadBalancerIPs {
+		if !slices.Contains(s.ExternalIPs, a) {
+			out = append(out, key{Addr: a, Port: s.Port, Proto: s.Proto})
+		}
+	}
+	return out
+}
+
+// withoutFrontend returns s without the frontend f.
+func withoutFrontend(s serviceproxy.Service, f key) serviceproxy.Service {
+	if s.NodePort == f.Port && f.Addr.IsUnspecified() {
+		s.NodePort = 0
+	}
+	drop := func(as []netip.Addr) []netip.Addr {
+		if f.Port != s.Port || !slices.Contains(as, f.Addr) {
+			return as
+		}
+		return slices.DeleteFunc(slices.Clone(as), func(a netip.Addr) bool { return a == f.Addr })
+	}
+	s.ExternalIPs, s.LoadBalancerIPs = drop(s.ExternalIPs), drop(s.LoadBalancerIPs)
+	if s.NodePort == 0 && len(s.ExternalIPs) == 0 && len(s.LoadBalancerIPs) == 0 {
+		s.ExternalPolicy = serviceproxy.PolicyCluster
+	}
+	return s
 }
 
 func protoOf(p corev1.Protocol) serviceproxy.Proto {
@@ -219,13 +373,41 @@ func sortedUnique(bes []netip.AddrPort) []netip.AddrPort {
 	return slices.Compact(bes)
 }
 
-// sameService reports whether a and b program the same state, backend order aside.
+// sameService reports whether a and b program the same datapath state, the order
+// of lists aside. HealthCheckNodePort and Name are not in the maps: they are fed to
+// the health server from the desired state and are not compared.
 func sameService(a, b serviceproxy.Service) bool {
-	if a.ServiceKey != b.ServiceKey || a.Affinity != b.Affinity || len(a.Backends) != len(b.Backends) {
+	if a.ServiceKey != b.ServiceKey || a.Affinity != b.Affinity || len(a.Backends) != len(b.Backends) ||
+		a.NodePort != b.NodePort || a.ExternalPolicy != b.ExternalPolicy ||
+		len(a.ExternalIPs) != len(b.ExternalIPs) || len(a.LoadBalancerIPs) != len(b.LoadBalancerIPs) ||
+		len(a.LocalBackends) != len(b.LocalBackends) {
 		return false
 	}
-	if slices.Equal(a.Backends, b.Backends) {
-		return true
+	return sameAddrPorts(a.Backends, b.Backends) && sameAddrPorts(a.LocalBackends, b.LocalBackends) &&
+		sameAddrs(a.ExternalIPs, b.ExternalIPs) && sameAddrs(a.LoadBalancerIPs, b.LoadBalancerIPs)
+}
+
+func sameAddrPorts(a, b []netip.AddrPort) bool {
+	return slices.Equal(a, b) || slices.Equal(sortedUnique(a), sortedUnique(b))
+}
+
+func sameAddrs(a, b []netip.Addr) bool {
+	return slices.Equal(a, b) || slices.Equal(sortedAddrs(slices.Clone(a)), sortedAddrs(slices.Clone(b)))
+}
+
+// addsFrontend reports whether want serves a frontend that had does not: such an
+// upsert can collide in the datapath with the Service that frees the frontend in
+// the same Update, so it goes in a second one.
+func addsFrontend(want, had serviceproxy.Service) bool {
+	fes := frontendKeys(want)
+	if len(fes) == 0 {
+		return false
 	}
-	return slices.Equal(sortedUnique(a.Backends), sortedUnique(b.Backends))
+	old := frontendKeys(had)
+	for _, f := range fes {
+		if !slices.Contains(old, f) {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/kiln-os/kiln/networking/serviceproxy"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -16,6 +17,9 @@ var netipComparers = cmp.Options{
 	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
 	cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b }),
 }
+
+// stateOptions compare datapath states: Name is for logs only.
+var stateOptions = cmp.Options{netipComparers, cmpopts.IgnoreFields(serviceproxy.Service{}, "Name")}
 
 func TestTranslate(t *testing.T) {
 	const ns = "default"
@@ -43,6 +47,38 @@ func TestTranslate(t *testing.T) {
 	}
 	k4 := sk("10.96.0.10:80", serviceproxy.TCP)
 	k6 := sk("[fd00::10]:80", serviceproxy.TCP)
+	// exposed makes s of type typ with NodePort np on its first port.
+	exposed := func(s *corev1.Service, typ corev1.ServiceType, np int32) *corev1.Service {
+		s.Spec.Type = typ
+		s.Spec.Ports[0].NodePort = np
+		return s
+	}
+	withExternal := func(s *corev1.Service, ips ...string) *corev1.Service {
+		s.Spec.ExternalIPs = ips
+		return s
+	}
+	withIngress := func(s *corev1.Service, ing ...corev1.LoadBalancerIngress) *corev1.Service {
+		s.Status.LoadBalancer.Ingress = ing
+		return s
+	}
+	localExternal := func(s *corev1.Service, hc int32) *corev1.Service {
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		s.Spec.HealthCheckNodePort = hc
+		return s
+	}
+	addrs := func(as ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, a := range as {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
+	ext := func(s serviceproxy.Service, f func(*serviceproxy.Service)) serviceproxy.Service {
+		f(&s)
+		return s
+	}
+	proxyMode := corev1.LoadBalancerIPModeProxy
+	vipMode := corev1.LoadBalancerIPModeVIP
 
 	tests := []struct {
 		name       string
@@ -167,7 +203,9 @@ func TestTranslate(t *testing.T) {
 				endpointSlice(ns, "web-4", "web", v4, httpSlicePort,
 					onNode(endpoint("10.0.0.1", readyEP), "node-a"), onNode(endpoint("10.0.0.2", readyEP), "node-b"), endpoint("10.0.0.3", readyEP)),
 			},
-			want: []serviceproxy.Service{svcOf(k4, 0, "10.0.0.1:8080")},
+			want: []serviceproxy.Service{ext(svcOf(k4, 0, "10.0.0.1:8080"), func(s *serviceproxy.Service) {
+				s.LocalBackends = backends("10.0.0.1:8080")
+			})},
 		},
 		{
 			name:     "IPv4-mapped ClusterIP and endpoint are unmapped",
@@ -175,6 +213,90 @@ func TestTranslate(t *testing.T) {
 			slices:   []*discoveryv1.EndpointSlice{endpointSlice(ns, "web-4", "web", v4, httpSlicePort, endpoint("::ffff:10.0.0.1", readyEP))},
 			want:     []serviceproxy.Service{svcOf(k4, 0, "10.0.0.1:8080")},
 			nodeName: "",
+		},
+		{
+			name: "NodePort and externalIPs per family",
+			svc: withExternal(exposed(service(ns, "web", []string{"10.96.0.10", "fd00::10"}, http), corev1.ServiceTypeNodePort, 30080),
+				"192.0.2.2", "2001:db8::1", "192.0.2.1", "not-an-ip", "::ffff:192.0.2.3"),
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort, endpoint("10.0.0.1", readyEP)),
+				endpointSlice(ns, "web-6", "web", v6, httpSlicePort, endpoint("fd00:1::1", readyEP)),
+			},
+			want: []serviceproxy.Service{
+				ext(svcOf(k4, 0, "10.0.0.1:8080"), func(s *serviceproxy.Service) {
+					s.NodePort, s.ExternalIPs = 30080, addrs("192.0.2.1", "192.0.2.2", "192.0.2.3")
+				}),
+				ext(svcOf(k6, 0, "[fd00:1::1]:8080"), func(s *serviceproxy.Service) {
+					s.NodePort, s.ExternalIPs = 30080, addrs("2001:db8::1")
+				}),
+			},
+		},
+		{
+			name: "LoadBalancer, externalTrafficPolicy Local, health check, local backends",
+			svc: withIngress(localExternal(exposed(service(ns, "web", []string{"10.96.0.10"}, http), corev1.ServiceTypeLoadBalancer, 30080), 32000),
+				corev1.LoadBalancerIngress{IP: "203.0.113.1"},
+				corev1.LoadBalancerIngress{IP: "203.0.113.2", IPMode: &vipMode},
+				corev1.LoadBalancerIngress{IP: "203.0.113.3", IPMode: &proxyMode},
+				corev1.LoadBalancerIngress{Hostname: "lb.example.com"},
+				corev1.LoadBalancerIngress{IP: "2001:db8::9"}),
+			nodeName: "node-a",
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort,
+					onNode(endpoint("10.0.0.1", readyEP), "node-a"), onNode(endpoint("10.0.0.2", readyEP), "node-b"),
+					onNode(endpoint("10.0.0.3", terminatingEP), "node-a"), endpoint("10.0.0.4", readyEP)),
+			},
+			want: []serviceproxy.Service{
+				ext(svcOf(k4, 0, "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.4:8080"), func(s *serviceproxy.Service) {
+					s.NodePort, s.LoadBalancerIPs = 30080, addrs("203.0.113.1", "203.0.113.2")
+					s.ExternalPolicy, s.HealthCheckNodePort = serviceproxy.PolicyLocal, 32000
+					s.LocalBackends = backends("10.0.0.1:8080")
+				}),
+			},
+		},
+		{
+			name: "LoadBalancer without node ports, externalTrafficPolicy Cluster",
+			svc: withIngress(exposed(service(ns, "web", []string{"10.96.0.10"}, http), corev1.ServiceTypeLoadBalancer, 0),
+				corev1.LoadBalancerIngress{IP: "203.0.113.1"}),
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort, endpoint("10.0.0.1", readyEP)),
+			},
+			want: []serviceproxy.Service{
+				ext(svcOf(k4, 0, "10.0.0.1:8080"), func(s *serviceproxy.Service) { s.LoadBalancerIPs = addrs("203.0.113.1") }),
+			},
+		},
+		{
+			name: "ClusterIP: node port, ingress IPs, Local policy and health check are not served",
+			svc: withIngress(localExternal(exposed(service(ns, "web", []string{"10.96.0.10"}, http), corev1.ServiceTypeClusterIP, 30080), 32000),
+				corev1.LoadBalancerIngress{IP: "203.0.113.1"}),
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort, endpoint("10.0.0.1", readyEP)),
+			},
+			want: []serviceproxy.Service{svcOf(k4, 0, "10.0.0.1:8080")},
+		},
+		{
+			name:     "ClusterIP with externalIPs and Local policy; local backends among the terminating ones",
+			svc:      localExternal(withExternal(service(ns, "web", []string{"10.96.0.10"}, http), "192.0.2.1"), 0),
+			nodeName: "node-a",
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort,
+					onNode(endpoint("10.0.0.1", terminatingEP), "node-a"), onNode(endpoint("10.0.0.2", terminatingEP), "node-b")),
+			},
+			want: []serviceproxy.Service{
+				ext(svcOf(k4, 0, "10.0.0.1:8080", "10.0.0.2:8080"), func(s *serviceproxy.Service) {
+					s.ExternalIPs, s.ExternalPolicy = addrs("192.0.2.1"), serviceproxy.PolicyLocal
+					s.LocalBackends = backends("10.0.0.1:8080")
+				}),
+			},
+		},
+		{
+			name: "no node name: no local backends",
+			svc:  exposed(service(ns, "web", []string{"10.96.0.10"}, http), corev1.ServiceTypeNodePort, 30080),
+			slices: []*discoveryv1.EndpointSlice{
+				endpointSlice(ns, "web-4", "web", v4, httpSlicePort, onNode(endpoint("10.0.0.1", readyEP), "node-a")),
+			},
+			want: []serviceproxy.Service{
+				ext(svcOf(k4, 0, "10.0.0.1:8080"), func(s *serviceproxy.Service) { s.NodePort = 30080 }),
+			},
 		},
 		{
 			name:     "headless",
@@ -253,6 +375,11 @@ func TestTranslate(t *testing.T) {
 				}
 				return
 			}
+			for i := range tc.want {
+				if tc.want[i].Name == "" {
+					tc.want[i].Name = tc.svc.Namespace + "/" + tc.svc.Name
+				}
+			}
 			if diff := cmp.Diff(tc.want, normalized(tr.services), netipComparers); diff != "" {
 				t.Errorf("translate(%s) services (-want +got):\n%s", tc.name, diff)
 			}
@@ -279,5 +406,45 @@ func TestTranslateFailureKeepsKeys(t *testing.T) {
 	}
 	if diff := cmp.Diff([]key{sk("10.96.0.10:80", serviceproxy.TCP)}, tr.keys, netipComparers); diff != "" {
 		t.Errorf("keys of a failed translation (-want +got):\n%s", diff)
+	}
+}
+
+func TestWithoutFrontend(t *testing.T) {
+	base := serviceproxy.Service{
+		ServiceKey:      sk("10.96.0.10:80", serviceproxy.TCP),
+		NodePort:        30080,
+		ExternalIPs:     []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")},
+		LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("203.0.113.1")},
+		ExternalPolicy:  serviceproxy.PolicyLocal,
+	}
+	tests := []struct {
+		name string
+		drop []key
+		want []key
+	}{
+		{"node port", []key{sk("0.0.0.0:30080", serviceproxy.TCP)},
+			[]key{sk("192.0.2.1:80", serviceproxy.TCP), sk("192.0.2.2:80", serviceproxy.TCP), sk("203.0.113.1:80", serviceproxy.TCP)}},
+		{"an externalIP", []key{sk("192.0.2.1:80", serviceproxy.TCP)},
+			[]key{sk("0.0.0.0:30080", serviceproxy.TCP), sk("192.0.2.2:80", serviceproxy.TCP), sk("203.0.113.1:80", serviceproxy.TCP)}},
+		{"another port's frontend is not this one", []key{sk("192.0.2.1:81", serviceproxy.TCP)},
+			[]key{sk("0.0.0.0:30080", serviceproxy.TCP), sk("192.0.2.1:80", serviceproxy.TCP), sk("192.0.2.2:80", serviceproxy.TCP), sk("203.0.113.1:80", serviceproxy.TCP)}},
+		{"all", []key{sk("0.0.0.0:30080", serviceproxy.TCP), sk("192.0.2.1:80", serviceproxy.TCP), sk("192.0.2.2:80", serviceproxy.TCP), sk("203.0.113.1:80", serviceproxy.TCP)}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := base
+			for _, f := range tc.drop {
+				s = withoutFrontend(s, f)
+			}
+			if diff := cmp.Diff(tc.want, frontendKeys(s), netipComparers); diff != "" {
+				t.Errorf("frontends after dropping %v (-want +got):\n%s", tc.drop, diff)
+			}
+			if len(tc.want) == 0 && s.ExternalPolicy != serviceproxy.PolicyCluster {
+				t.Errorf("a service without frontends keeps policy %v", s.ExternalPolicy)
+			}
+			if len(base.ExternalIPs) != 2 {
+				t.Errorf("withoutFrontend changed its argument's externalIPs: %v", base.ExternalIPs)
+			}
+		})
 	}
 }

@@ -653,34 +653,8 @@ func (d *timedDP) firstAfter(kind string, t time.Time) (dpCall, bool) {
 // duration (its sockets are the ones balanced), maps pinned on a private bpffs.
 func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInfo, next [2]netip.Addr) *result {
 	tb.Helper()
-	bpffs := tb.TempDir()
-	if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
-		tb.Fatalf("mount a private bpffs: %v", err)
-	}
-	tb.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
-	cg2 := tb.TempDir()
-	if err := unix.Mount("cgroup2", cg2, "cgroup2", 0, ""); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			tb.Skip("needs cgroup v2, which this kernel does not have")
-		}
-		tb.Fatalf("mount cgroup2: %v", err)
-	}
-	tb.Cleanup(func() { unix.Unmount(cg2, unix.MNT_DETACH) })
-	home, err := ownCgroup()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cg := filepath.Join(cg2, fmt.Sprintf("kiln-bench-proxy-%d", os.Getpid()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		tb.Fatalf("create cgroup: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.Remove(cg); err != nil {
-			tb.Errorf("remove cgroup: %v", err)
-		}
-	})
-
-	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: cg, PinDir: filepath.Join(bpffs, "kiln")})
+	sb := newBPFSandbox(tb)
+	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: sb.cgroup, PinDir: sb.pinDir})
 	if err != nil {
 		tb.Fatalf("open eBPF datapath: %v", err)
 	}
@@ -691,12 +665,12 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 			tb.Errorf("remove eBPF datapath: %v", err)
 		}
 	}()
-	if err := moveTo(cg); err != nil {
-		tb.Fatalf("join cgroup: %v", err)
+	if err := sb.join(); err != nil {
+		tb.Fatal(err)
 	}
 	defer func() {
-		if err := moveTo(filepath.Join(cg2, home)); err != nil {
-			tb.Errorf("leave cgroup: %v", err)
+		if err := sb.leave(); err != nil {
+			tb.Error(err)
 		}
 	}()
 
@@ -756,6 +730,60 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 	// (c)
 	r.load = e.loads(tb, ns, vip)
 	return r
+}
+
+// bpfSandbox is a private bpffs for the datapath's pins and a cgroup of the
+// test's own for its socket hooks; both go at cleanup (leave the cgroup first).
+type bpfSandbox struct {
+	pinDir string
+	cgroup string
+	home   string // the cgroup the process came from, under the cgroup2 mount
+}
+
+func newBPFSandbox(tb testing.TB) *bpfSandbox {
+	tb.Helper()
+	bpffs := tb.TempDir()
+	if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
+		tb.Fatalf("mount a private bpffs: %v", err)
+	}
+	tb.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	cg2 := tb.TempDir()
+	if err := unix.Mount("cgroup2", cg2, "cgroup2", 0, ""); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			tb.Skip("needs cgroup v2, which this kernel does not have")
+		}
+		tb.Fatalf("mount cgroup2: %v", err)
+	}
+	tb.Cleanup(func() { unix.Unmount(cg2, unix.MNT_DETACH) })
+	home, err := ownCgroup()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cg := filepath.Join(cg2, fmt.Sprintf("kiln-bench-proxy-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		tb.Fatalf("create cgroup: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := os.Remove(cg); err != nil {
+			tb.Errorf("remove cgroup: %v", err)
+		}
+	})
+	return &bpfSandbox{pinDir: filepath.Join(bpffs, "kiln"), cgroup: cg, home: filepath.Join(cg2, home)}
+}
+
+// join moves the process into the cgroup: its sockets are balanced.
+func (s *bpfSandbox) join() error {
+	if err := moveTo(s.cgroup); err != nil {
+		return fmt.Errorf("join cgroup: %w", err)
+	}
+	return nil
+}
+
+func (s *bpfSandbox) leave() error {
+	if err := moveTo(s.home); err != nil {
+		return fmt.Errorf("leave cgroup: %w", err)
+	}
+	return nil
 }
 
 func ownCgroup() (string, error) {

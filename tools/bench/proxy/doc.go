@@ -13,5 +13,11 @@
 // and 8, next to direct connections to the backend. The backends live in one
 // more network namespace; no traffic leaves the namespaces the benchmark made.
 //
+// TestAgentAgainstAPIServer (acceptance_test.go, root and $KILN_COMPONENTS only)
+// is the proxy's acceptance test on the same harness: the agent and the real
+// datapath against etcd and kube-apiserver, with ClusterIP, NodePort,
+// LoadBalancer (externalTrafficPolicy Local) and health-check traffic between
+// namespaces it makes; no kube-proxy and no iptables.
+//
 // The package has no non-test code; see bench_test.go.
 package proxy

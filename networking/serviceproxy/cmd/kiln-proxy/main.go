@@ -3,7 +3,10 @@
 // Command kiln-proxy is Kiln's eBPF service proxy as a standalone process: it opens
 // (or adopts) the pinned datapath, programs it from the Kubernetes API with the
 // agent until SIGTERM, and leaves the datapath pinned when it exits, so Service
-// traffic keeps flowing while it restarts. machined runs the same agent as a
+// traffic keeps flowing while it restarts. NodePorts, externalIPs and LoadBalancer
+// IPs are served on the links named by --external-links; the health-check node
+// ports of externalTrafficPolicy Local Services are answered on
+// --health-check-address (all addresses by default). machined runs the same agent as a
 // service on every node; this binary is for tests and for running it by hand.
 package main
 
@@ -17,8 +20,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,6 +57,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name, for internalTrafficPolicy Local")
 	minInterval := fs.Duration("min-sync-interval", agent.DefaultMinInterval, "least time between two datapath updates")
+	externalLinks := fs.String("external-links", "", "comma-separated links on which NodePorts, externalIPs and LoadBalancer IPs are served (the node's uplinks, and a VXLAN device between nodes); empty: none")
+	healthAddr := fs.String("health-check-address", "", "address the health-check node ports of externalTrafficPolicy Local Services listen on; empty: all addresses, as kube-proxy")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
@@ -65,6 +72,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	links, err := parseLinks(*externalLinks)
+	if err != nil {
+		return fmt.Errorf("--external-links: %w", err)
+	}
+	var healthListen netip.Addr
+	if *healthAddr != "" {
+		if healthListen, err = netip.ParseAddr(*healthAddr); err != nil {
+			return fmt.Errorf("--health-check-address: %w", err)
+		}
+	}
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -80,12 +97,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: *cgroup, PinDir: *pinDir, Logger: logger})
+	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: *cgroup, PinDir: *pinDir, Logger: logger, ExternalLinks: links})
 	if err != nil {
 		return fmt.Errorf("open the datapath: %w", err)
 	}
 	// Close, not Remove: the pinned programs keep balancing with the last state.
 	defer p.Close()
+	health := serviceproxy.NewHealthServer(healthListen, logger)
+	defer health.Close()
 
 	a, err := agent.New(agent.Config{
 		Client:      client,
@@ -94,6 +113,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Registerer:  reg,
 		NodeName:    *nodeName,
 		MinInterval: *minInterval,
+		Health:      health,
 	})
 	if err != nil {
 		return err
@@ -132,6 +152,30 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	case err := <-runErr:
 		return err
 	}
+}
+
+// parseLinks reads --external-links: link names, comma-separated. The node's
+// addresses on each are read from the link when the datapath opens.
+func parseLinks(s string) ([]serviceproxy.ExternalLink, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []serviceproxy.ExternalLink
+	seen := map[string]bool{}
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		switch {
+		case name == "":
+			return nil, fmt.Errorf("%q: empty link name", s)
+		case len(name) > 15 || strings.ContainsAny(name, "/ \t"):
+			return nil, fmt.Errorf("%q is not a link name", name)
+		case seen[name]:
+			return nil, fmt.Errorf("link %q listed twice", name)
+		}
+		seen[name] = true
+		out = append(out, serviceproxy.ExternalLink{Name: name})
+	}
+	return out, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
