@@ -79,11 +79,21 @@ func TestDirectBootViewsAndCrash(t *testing.T) {
 			t.Errorf("Netstat shows no listener on port 50000: %v", ns.GetSockets())
 		}
 
-		// Nothing runs but init and machined (kernel threads aside: PID 2
-		// and its children). Their memory is reported, not asserted here.
-		ps, err := c.Processes(callCtx(t), &machine.ProcessesRequest{})
-		if err != nil {
-			t.Fatal(err)
+		// Once init's drivers child has loaded the late modules and exited, nothing
+		// runs but init and machined (kernel threads aside: PID 2 and its children).
+		// Their memory is reported, not asserted here.
+		var ps *machine.ProcessesResponse
+		for deadline := time.Now().Add(bootWait); ; time.Sleep(500 * time.Millisecond) {
+			var err error
+			if ps, err = c.Processes(callCtx(t), &machine.ProcessesRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			loading := slices.ContainsFunc(ps.GetProcesses(), func(p *machine.Process) bool {
+				return p.GetPpid() == 1 && p.GetCommandLine() == "kiln-init:drivers"
+			})
+			if !loading || time.Now().After(deadline) {
+				break
+			}
 		}
 		for _, p := range ps.GetProcesses() {
 			switch {
