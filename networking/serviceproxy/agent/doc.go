@@ -79,7 +79,8 @@
 // parse, a frontend another Service already claims) and a Service the datapath
 // refuses (a full map) are logged and counted in kiln_proxy_errors_total by reason;
 // that Service keeps its last good state and every other Service is programmed as
-// usual. EndpointSlices whose Service still does not exist after Config.RetryInterval
+// usual. A translation failure is counted once until it changes or the Service is
+// fixed, however often the Service is recomputed. EndpointSlices whose Service still does not exist after Config.RetryInterval
 // (creation and garbage collection race between the two informers) are logged and
 // counted once per slice version. Services the datapath refused are retried every
 // Config.RetryInterval.

@@ -52,6 +52,10 @@ type state struct {
 	// not see events in one order: only a slice still orphaned after
 	// RetryInterval is reported.
 	unknown map[types.NamespacedName]*orphans
+	// untranslatable holds, per Service, the last translation failure counted: the
+	// same failure seen again (the Service recomputed for an unrelated event) is
+	// not counted twice.
+	untranslatable map[types.NamespacedName]string
 }
 
 // orphans are the EndpointSlices of one missing Service.
@@ -66,21 +70,22 @@ type orphans struct {
 func newState(a *Agent) *state {
 	dp := a.cfg.Datapath
 	s := &state{
-		a:           a,
-		log:         a.log,
-		dp:          dp,
-		opts:        translateOptions{nodeName: a.cfg.NodeName, perService: int(dp.Stats().Limits.PerService), log: a.log},
-		programmed:  make(map[key]serviceproxy.Service),
-		want:        make(map[key]wantEntry),
-		owned:       make(map[types.NamespacedName][]key),
-		conflicts:   make(map[key]map[types.NamespacedName]bool),
-		feOwner:     make(map[key]types.NamespacedName),
-		feOwned:     make(map[types.NamespacedName][]key),
-		feConflicts: make(map[key]map[types.NamespacedName]bool),
-		health:      make(map[key]bool),
-		failed:      make(map[key]serviceproxy.Service),
-		retry:       make(map[key]bool),
-		unknown:     make(map[types.NamespacedName]*orphans),
+		a:              a,
+		log:            a.log,
+		dp:             dp,
+		opts:           translateOptions{nodeName: a.cfg.NodeName, perService: int(dp.Stats().Limits.PerService), log: a.log},
+		programmed:     make(map[key]serviceproxy.Service),
+		want:           make(map[key]wantEntry),
+		owned:          make(map[types.NamespacedName][]key),
+		conflicts:      make(map[key]map[types.NamespacedName]bool),
+		feOwner:        make(map[key]types.NamespacedName),
+		feOwned:        make(map[types.NamespacedName][]key),
+		feConflicts:    make(map[key]map[types.NamespacedName]bool),
+		health:         make(map[key]bool),
+		failed:         make(map[key]serviceproxy.Service),
+		retry:          make(map[key]bool),
+		unknown:        make(map[types.NamespacedName]*orphans),
+		untranslatable: make(map[types.NamespacedName]string),
 	}
 	for _, svc := range dp.Services() {
 		s.programmed[svc.ServiceKey] = svc
@@ -334,6 +339,7 @@ func (s *state) recompute(n types.NamespacedName, changed map[key]bool, requeue 
 		return
 	}
 	if svc == nil {
+		delete(s.untranslatable, n)
 		if len(eps) == 0 {
 			delete(s.unknown, n)
 		} else if s.unknown[n] == nil {
@@ -345,11 +351,17 @@ func (s *state) recompute(n types.NamespacedName, changed map[key]bool, requeue 
 
 	tr, terr := translate(svc, eps, s.opts.withLog(log))
 	if terr != nil {
-		s.a.m.errors.WithLabelValues(terr.reason).Inc()
-		log.Error("cannot program service; it keeps its last good state", "reason", terr.reason, "error", terr.err)
+		if what := terr.reason + ": " + terr.err.Error(); s.untranslatable[n] != what {
+			s.untranslatable[n] = what
+			s.a.m.errors.WithLabelValues(terr.reason).Inc()
+			log.Error("cannot program service; it keeps its last good state", "reason", terr.reason, "error", terr.err)
+		} else {
+			log.Debug("still cannot program service", "reason", terr.reason, "error", terr.err)
+		}
 		s.hold(n, append(old, tr.keys...), changed)
 		return
 	}
+	delete(s.untranslatable, n)
 	if tr.skipped != "" {
 		log.Debug("service not balanced", "why", tr.skipped)
 		return
