@@ -49,6 +49,15 @@ type inflight struct {
 	err  error
 }
 
+// initLocked makes the set's bookkeeping on first use; s.mu is held.
+func (s *Set) initLocked() {
+	if s.loaded == nil {
+		s.loaded = map[string]bool{}
+		s.pending = map[string]*inflight{}
+		s.sem = make(chan struct{}, max(s.Parallel, 1))
+	}
+}
+
 // Loaded reports whether the set has loaded the named module.
 func (s *Set) Loaded(name string) bool {
 	s.mu.Lock()
@@ -111,11 +120,7 @@ func (s *Set) load(mods []Module) error {
 	mine := map[string]*inflight{}
 	var theirs []*inflight
 	s.mu.Lock()
-	if s.loaded == nil {
-		s.loaded = map[string]bool{}
-		s.pending = map[string]*inflight{}
-		s.sem = make(chan struct{}, max(s.Parallel, 1))
-	}
+	s.initLocked()
 	sem := s.sem
 	for _, mod := range mods {
 		if s.loaded[mod.Name] {
@@ -314,11 +319,7 @@ func (s *Set) AdoptLoaded(procModules string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.loaded == nil {
-		s.loaded = map[string]bool{}
-		s.pending = map[string]*inflight{}
-		s.sem = make(chan struct{}, max(s.Parallel, 1))
-	}
+	s.initLocked()
 	for line := range strings.Lines(string(data)) {
 		if name, _, ok := strings.Cut(line, " "); ok && name != "" {
 			s.loaded[name] = true
