@@ -13,12 +13,11 @@
 // (node mode, also forced with --platform node): state on the STATE partition,
 // /var on EPHEMERAL, the API on every address at port 50000, the host network,
 // and reboots and power-offs carried out by init. It tells init's child from
-// anything else by its parent: PID 1 whose command line is init's supervising
-// phase ("kiln-init:supervise").
+// anything else by its parent, PID 1, and KILN_INIT=1 in its environment, which
+// init sets.
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -47,25 +46,11 @@ func main() {
 	}
 }
 
-// initArg0 is argv[0] of Kiln's init while it supervises machined.
-const initArg0 = "kiln-init:supervise"
-
-// underKilnInit reports whether the parent is Kiln's init: PID 1, which either set
-// KILN_INIT=1 (init starts machined before it re-executes itself as the supervisor) or
-// runs as the supervisor.
+// underKilnInit reports whether the parent is Kiln's init: PID 1, which gives
+// machined KILN_INIT=1 in both of its phases (it starts machined before it
+// re-executes itself as the supervisor, and restarts it from the supervisor).
 func underKilnInit() bool {
-	if os.Getppid() != 1 {
-		return false
-	}
-	if os.Getenv("KILN_INIT") == "1" {
-		return true
-	}
-	b, err := os.ReadFile("/proc/1/cmdline")
-	if err != nil {
-		return false
-	}
-	arg0, _, _ := bytes.Cut(b, []byte{0})
-	return string(arg0) == initArg0
+	return os.Getppid() == 1 && os.Getenv("KILN_INIT") == "1"
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
