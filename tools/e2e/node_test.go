@@ -88,8 +88,11 @@ func TestDirectBootViewsAndCrash(t *testing.T) {
 			if ps, err = c.Processes(callCtx(t), &machine.ProcessesRequest{}); err != nil {
 				t.Fatal(err)
 			}
+			// The child runs init's binary through /proc/self/exe: once it has exited
+			// and until init reaps it, it shows as "exe" with no command line.
 			loading := slices.ContainsFunc(ps.GetProcesses(), func(p *machine.Process) bool {
-				return p.GetPpid() == 1 && p.GetCommandLine() == "kiln-init:drivers"
+				return p.GetPpid() == 1 && (p.GetCommandLine() == "kiln-init:drivers" ||
+					p.GetCommandLine() == "" && p.GetName() == "exe")
 			})
 			if !loading || time.Now().After(deadline) {
 				break
