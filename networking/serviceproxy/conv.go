@@ -50,15 +50,21 @@ func fromSvcKey(k sockSvcKey) ServiceKey {
 }
 
 // toSvcVal is the services map value of a service with this ID, normalized
-// affinity timeout and slot count.
-func toSvcVal(id uint32, affinity time.Duration, count int) sockSvcVal {
-	v := sockSvcVal{Id: id, Count: uint32(count)}
+// affinity timeout and slot table, whose first slots it carries.
+func toSvcVal(id uint32, affinity time.Duration, slots []uint32) sockSvcVal {
+	v := sockSvcVal{Id: id, Count: uint32(len(slots))}
+	copy(v.Slots[:], slots)
 	if affinity > 0 {
 		v.Flags |= flagAffinity
 		v.AffinityTimeout = uint32(affinity / time.Second)
 	}
 	return v
 }
+
+// tombstone is the value a removed backend leaves in the backends array: its
+// address with port 0, so that a reader racing the write sees the backend
+// whole or not at all.
+func tombstone(b sockBackend) sockBackend { return sockBackend{Addr: b.Addr} }
 
 func toBackend(b netip.AddrPort, local bool) sockBackend {
 	v := sockBackend{Addr: addrWords(b.Addr()), Port: portNet(b.Port())}
@@ -74,8 +80,11 @@ func toFeKey(k ServiceKey) tcSvcKey { return tcSvcKey(toSvcKey(k)) }
 // e.local up to date).
 func toFeVal(e *svcEntry, f frontend) tcFeVal {
 	v := tcFeVal{Id: e.id, Count: uint32(len(e.slots)), Flags: f.kind, Owner: e.id}
+	copy(v.Slots[:], e.slots)
 	if e.local != nil {
 		v.Id, v.Count = e.local.id, uint32(len(e.local.slots))
+		v.Slots = [inlineSlots]uint32{}
+		copy(v.Slots[:], e.local.slots)
 		v.Flags |= feFlagLocal
 	}
 	if e.svc.Affinity > 0 {

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
 )
@@ -116,7 +119,7 @@ func rawMapped(typ int, dst netip.AddrPort) (backend, peer string, err error) {
 	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	sa := &unix.SockaddrInet6{Port: int(dst.Port()), Addr: netip.AddrFrom16(dst.Addr().As16()).As16()}
 	if typ == unix.SOCK_STREAM {
-		if err := unix.Connect(fd, sa); err != nil {
+		if err := connectRetry(fd, sa); err != nil {
 			return "", "", err
 		}
 		psa, err := unix.Getpeername(fd)
@@ -126,19 +129,56 @@ func rawMapped(typ int, dst netip.AddrPort) (backend, peer string, err error) {
 		p := psa.(*unix.SockaddrInet6)
 		peer = netip.AddrPortFrom(netip.AddrFrom16(p.Addr), uint16(p.Port)).String()
 		buf := make([]byte, 64)
-		n, err := unix.Read(fd, buf)
+		n, err := noEINTR(func() (int, error) { return unix.Read(fd, buf) })
 		return string(buf[:max(n, 0)]), peer, err
 	}
-	if err := unix.Sendto(fd, []byte("?"), 0, sa); err != nil {
+	if _, err := noEINTR(func() (int, error) { return 0, unix.Sendto(fd, []byte("?"), 0, sa) }); err != nil {
 		return "", "", err
 	}
 	buf := make([]byte, 64)
-	n, from, err := unix.Recvfrom(fd, buf, 0)
+	var from unix.Sockaddr
+	n, err := noEINTR(func() (n int, err error) {
+		n, from, err = unix.Recvfrom(fd, buf, 0)
+		return n, err
+	})
 	if err != nil {
 		return "", "", err
 	}
 	f := from.(*unix.SockaddrInet6)
 	return string(buf[:n]), netip.AddrPortFrom(netip.AddrFrom16(f.Addr), uint16(f.Port)).String(), nil
+}
+
+// noEINTR retries f while it fails with EINTR: a blocking socket call with a receive
+// timeout is not restarted after a signal, and Go's runtime signals its threads
+// (preemption), which under emulation lands inside such a wait now and then.
+func noEINTR[T any](f func() (T, error)) (T, error) {
+	for {
+		v, err := f()
+		if !errors.Is(err, unix.EINTR) {
+			return v, err
+		}
+	}
+}
+
+// connectRetry connects fd to sa; a connect interrupted by a signal goes on in the
+// background, so it then waits for the socket to be writable and reads the outcome.
+func connectRetry(fd int, sa unix.Sockaddr) error {
+	err := unix.Connect(fd, sa)
+	if !errors.Is(err, unix.EINTR) {
+		return err
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if _, err := noEINTR(func() (int, error) { return unix.Poll(pfd, 10_000) }); err != nil {
+		return err
+	}
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soErr != 0 {
+		return unix.Errno(soErr)
+	}
+	return nil
 }
 
 func openProxy(t *testing.T, s *sandbox) *Proxy {
@@ -410,5 +450,46 @@ func TestOpenRejectsNonBPFFS(t *testing.T) {
 	_, err := Open(Config{Cgroup: s.Cgroup, PinDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "not on a bpffs") {
 		t.Errorf("Open on tmpfs = %v, want a not-on-bpffs error", err)
+	}
+}
+
+// TestOpenReplacesOldLayout pins configuration maps as layout 1 had them (no
+// layout marker; services with 16-byte values, backends in a hash map) and
+// checks that Open makes them anew instead of failing or misreading them, and
+// that a second Open adopts what the first programmed.
+func TestOpenReplacesOldLayout(t *testing.T) {
+	s := newSandbox(t)
+	if err := os.MkdirAll(s.PinDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []*ebpf.MapSpec{
+		{Name: "kiln_services", Type: ebpf.Hash, KeySize: 20, ValueSize: 16, MaxEntries: DefaultLimits.Services},
+		{Name: "kiln_backends", Type: ebpf.Hash, KeySize: 4, ValueSize: 20, MaxEntries: DefaultLimits.Backends},
+	} {
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Pin(filepath.Join(s.PinDir, spec.Name)); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	p := openProxy(t, s)
+	t.Cleanup(func() { p.Remove() })
+	want := []Service{{ServiceKey: ServiceKey{vip4, 80, TCP}, Backends: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.2:8080")}}}
+	if err := p.Sync(want); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := p.pinnedLayout(); err != nil || v != layoutVersion {
+		t.Errorf("pinned layout = %d, %v; want %d", v, err, layoutVersion)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p2 := openProxy(t, s)
+	t.Cleanup(func() { p2.Remove() })
+	if diff := cmp.Diff(want, p2.Services(), cmpServices); diff != "" {
+		t.Errorf("adopted services (-want +got):\n%s", diff)
 	}
 }

@@ -20,4 +20,15 @@
 // backends map. Growing writes slots before the count, shrinking writes the count before
 // removing slots, deleting removes the service before its slots, and backends are
 // written before the first slot naming them and removed after the last one.
+//
+// The first four slots of a slot table are in the value of the service (or frontend)
+// that names it, so a service with up to four backends is one element, whose count and
+// slots change in one atomic write; the slots map holds the rest. Backends are an array
+// indexed by backend ID; a removed backend is overwritten with its address and port 0.
+// The pin directory records this layout's version (kiln_layout): Open removes pinned
+// configuration maps of another version, which the next Sync fills again.
+//
+// Reverse NAT for getpeername(2) and recvmsg(2) is kept with the socket
+// (socket-local storage) for connected sockets, and in an LRU map by socket cookie
+// for unconnected UDP ones.
 package serviceproxy

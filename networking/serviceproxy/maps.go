@@ -8,7 +8,8 @@ import (
 )
 
 // mapsDatapath writes to the BPF maps with batch operations (kernel ≥ 5.6), which
-// apply their elements in order, each one atomically.
+// apply their elements in order, each one atomically (the backends array: each
+// one whole for a reader, since a backend is rewritten only with its own address).
 type mapsDatapath struct {
 	services, slots, backends, frontends *ebpf.Map
 }
@@ -34,7 +35,8 @@ func (m *mapsDatapath) apply(o *op) error {
 		}
 		return batchDelete(m.services, o.svcKeys)
 	case opDeleteBackends:
-		return batchDelete(m.backends, o.beIDs)
+		// An array: a removed backend is overwritten with its tombstone.
+		return batchPut(m.backends, o.beIDs, o.bes)
 	}
 	return fmt.Errorf("unknown op %d", o.kind)
 }
@@ -90,7 +92,7 @@ func (m *mapsDatapath) snapshot() (*snapshot, error) {
 	if err := readAll(m.slots, s.slots); err != nil {
 		return nil, err
 	}
-	if err := readAll(m.backends, s.backends); err != nil {
+	if err := readBackends(m.backends, s.backends); err != nil {
 		return nil, err
 	}
 	if err := readAll(m.frontends, s.frontends); err != nil {
@@ -99,12 +101,51 @@ func (m *mapsDatapath) snapshot() (*snapshot, error) {
 	return s, nil
 }
 
+// readAll reads every element of m into into.
 func readAll[K comparable, V any](m *ebpf.Map, into map[K]V) error {
+	return readSome(m, into, nil)
+}
+
+// readBackends reads the backends that are there (port not 0) from the backends
+// array, every element of which exists.
+func readBackends(m *ebpf.Map, into map[uint32]sockBackend) error {
+	return readSome(m, into, func(b sockBackend) bool { return b.Port != 0 })
+}
+
+// readSome reads the elements of m that keep accepts (all if nil) into into, in
+// batches (kernel ≥ 5.6): an iterator takes two system calls per element.
+func readSome[K comparable, V any](m *ebpf.Map, into map[K]V, keep func(V) bool) error {
+	const chunk = 4096
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return iterate(m, into, keep)
+		}
+		for i := range n {
+			if keep == nil || keep(vals[i]) {
+				into[keys[i]] = vals[i]
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+	}
+}
+
+func iterate[K comparable, V any](m *ebpf.Map, into map[K]V, keep func(V) bool) error {
 	var k K
 	var v V
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		into[k] = v
+		if keep == nil || keep(v) {
+			into[k] = v
+		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read %s: %w", m, err)

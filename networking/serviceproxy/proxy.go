@@ -105,6 +105,9 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		return nil, err
 	}
 
+	if err := p.checkLayout(); err != nil {
+		return nil, err
+	}
 	spec, err := loadSock()
 	if err != nil {
 		return nil, fmt.Errorf("load BPF object: %w", err)
@@ -112,7 +115,7 @@ func Open(cfg Config) (_ *Proxy, err error) {
 	sizes := map[string]uint32{
 		sockMapKilnServices: cfg.Limits.Services,
 		sockMapKilnSlots:    cfg.Limits.Slots,
-		sockMapKilnBackends: cfg.Limits.Backends,
+		sockMapKilnBackends: cfg.Limits.Backends + 1, // indexed by ID, 1..Backends
 		sockMapKilnRevnat:   cfg.Limits.ReverseNAT,
 		sockMapKilnAffinity: cfg.Limits.AffinityEntries,
 	}
@@ -138,6 +141,9 @@ func Open(cfg Config) (_ *Proxy, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := p.pinLayout(); err != nil {
+		return nil, err
+	}
 	if err := p.setExternalLinks(cfg.ExternalLinks); err != nil {
 		return nil, err
 	}
@@ -161,7 +167,7 @@ func (p *Proxy) loadTC() error {
 	l := p.cfg.Limits
 	for name, n := range map[string]uint32{
 		tcMapKilnSlots:      l.Slots,
-		tcMapKilnBackends:   l.Backends,
+		tcMapKilnBackends:   l.Backends + 1,
 		tcMapKilnFrontends:  l.Frontends,
 		tcMapKilnCt:         l.Conntrack,
 		tcMapKilnTcAffinity: l.AffinityEntries,
@@ -264,7 +270,10 @@ func (p *Proxy) Remove() error {
 	for _, l := range p.tcLinks {
 		errs = append(errs, l.Unpin())
 	}
-	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnAffinity,
+	if err := os.Remove(filepath.Join(p.cfg.PinDir, layoutPin)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnSkRevnat, p.objs.KilnAffinity,
 		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnTcAffinity} {
 		if m != nil {
 			errs = append(errs, m.Unpin())
@@ -314,4 +323,90 @@ func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return Stats{Services: len(p.tab.svcs), Backends: len(p.tab.bes), Slots: p.tab.slotsUsed, Frontends: len(p.tab.fes), Limits: p.cfg.Limits}
+}
+
+// layoutVersion numbers the layout of the configuration maps (what their
+// entries mean, not only their sizes): 2 has the first slots of a table inline
+// in the service and frontend values, and the backends in an array. Version 1
+// had no marker.
+const layoutVersion = 2
+
+// layoutPin is a one-element array map in the pin directory that holds the
+// layout version of the maps pinned there.
+const layoutPin = "kiln_layout"
+
+// layoutMaps are the pinned maps whose layout layoutVersion describes. The
+// others (reverse NAT, affinity, conntrack, links, node addresses) keep their
+// entries across a layout change.
+var layoutMaps = []string{sockMapKilnServices, sockMapKilnSlots, sockMapKilnBackends, tcMapKilnFrontends}
+
+// checkLayout removes the pinned configuration maps of another layout version,
+// so that they are made anew instead of misread. Their programs keep them
+// until the links are updated; the services are programmed again by the next
+// Sync.
+func (p *Proxy) checkLayout() error {
+	version, err := p.pinnedLayout()
+	if err != nil {
+		return err
+	}
+	if version == layoutVersion {
+		return nil
+	}
+	for _, name := range layoutMaps {
+		pin := filepath.Join(p.cfg.PinDir, name)
+		err := os.Remove(pin)
+		switch {
+		case err == nil:
+			p.log.Warn("removed a pinned map of another layout; services are programmed again by the next sync",
+				"map", pin, "version", version, "want_version", layoutVersion)
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("remove pinned map %s of layout %d: %w", pin, version, err)
+		}
+	}
+	return nil
+}
+
+// pinnedLayout returns the layout version of the pinned maps: 0 when there are
+// none, 1 when there are maps but no marker.
+func (p *Proxy) pinnedLayout() (uint32, error) {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(p.cfg.PinDir, layoutPin), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		for _, name := range layoutMaps {
+			if _, err := os.Stat(filepath.Join(p.cfg.PinDir, name)); err == nil {
+				return 1, nil
+			}
+		}
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load layout marker: %w", err)
+	}
+	defer m.Close()
+	var v uint32
+	if err := m.Lookup(uint32(0), &v); err != nil {
+		return 0, fmt.Errorf("read layout marker %s: %w", m, err)
+	}
+	return v, nil
+}
+
+// pinLayout records layoutVersion as the layout of the pinned maps.
+func (p *Proxy) pinLayout() error {
+	pin := filepath.Join(p.cfg.PinDir, layoutPin)
+	m, err := ebpf.LoadPinnedMap(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		m, err = ebpf.NewMap(&ebpf.MapSpec{Name: layoutPin, Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+		if err == nil {
+			if err = m.Pin(pin); err != nil {
+				m.Close()
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("layout marker %s: %w", pin, err)
+	}
+	defer m.Close()
+	if err := m.Put(uint32(0), uint32(layoutVersion)); err != nil {
+		return fmt.Errorf("write layout marker %s: %w", pin, err)
+	}
+	return nil
 }

@@ -50,6 +50,14 @@ type sockRevnatVal struct {
 	Pad  uint16
 }
 
+type sockSkRevnat struct {
+	_       structs.HostLayout
+	BeAddr  [4]uint32
+	VipAddr [4]uint32
+	BePort  uint16
+	VipPort uint16
+}
+
 type sockSlotKey struct {
 	_    structs.HostLayout
 	Id   uint32
@@ -70,6 +78,7 @@ type sockSvcVal struct {
 	Count           uint32
 	Flags           uint32
 	AffinityTimeout uint32
+	Slots           [4]uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -80,6 +89,7 @@ const (
 	sockMapKilnBackends      = "kiln_backends"
 	sockMapKilnRevnat        = "kiln_revnat"
 	sockMapKilnServices      = "kiln_services"
+	sockMapKilnSkRevnat      = "kiln_sk_revnat"
 	sockMapKilnSlots         = "kiln_slots"
 	sockProgKilnConnect4     = "kiln_connect4"
 	sockProgKilnConnect6     = "kiln_connect6"
@@ -151,6 +161,7 @@ type sockMapSpecs struct {
 	KilnBackends *ebpf.MapSpec `ebpf:"kiln_backends"`
 	KilnRevnat   *ebpf.MapSpec `ebpf:"kiln_revnat"`
 	KilnServices *ebpf.MapSpec `ebpf:"kiln_services"`
+	KilnSkRevnat *ebpf.MapSpec `ebpf:"kiln_sk_revnat"`
 	KilnSlots    *ebpf.MapSpec `ebpf:"kiln_slots"`
 }
 
@@ -184,6 +195,7 @@ type sockMaps struct {
 	KilnBackends *ebpf.Map `ebpf:"kiln_backends"`
 	KilnRevnat   *ebpf.Map `ebpf:"kiln_revnat"`
 	KilnServices *ebpf.Map `ebpf:"kiln_services"`
+	KilnSkRevnat *ebpf.Map `ebpf:"kiln_sk_revnat"`
 	KilnSlots    *ebpf.Map `ebpf:"kiln_slots"`
 }
 
@@ -193,6 +205,7 @@ func (m *sockMaps) Close() error {
 		m.KilnBackends,
 		m.KilnRevnat,
 		m.KilnServices,
+		m.KilnSkRevnat,
 		m.KilnSlots,
 	)
 }

@@ -2,6 +2,7 @@ package serviceproxy
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,14 +97,52 @@ type slotGroup struct {
 	slots []uint32
 }
 
+// beKey is a backend address and port as a map key: unlike netip.AddrPort it
+// holds no pointer and hashes as plain memory. An IPv4 address is in its
+// IPv4-mapped form; the mirror's backends are unmapped, so that is unique.
+type beKey struct {
+	addr [16]byte
+	port uint16
+}
+
+func keyOf(b netip.AddrPort) beKey { return beKey{b.Addr().As16(), b.Port()} }
+
+// beEntry is a backend in the mirror. It holds no pointers, so that the
+// garbage collector need not scan the chunks of them.
 type beEntry struct {
-	addr  netip.AddrPort
-	id    uint32
-	refs  int  // services that have this backend
+	key   beKey
+	is4   bool // key.addr is an IPv4 address, not an IPv4-mapped IPv6 one
 	local bool // runs on this node (beFlagLocal)
 	// Marks for one update, reset at its end.
 	touched, created, rewrite bool
 	inOld                     bool // in the old backends of the service being upserted
+	id                        uint32
+	refs                      int32 // services that have this backend
+}
+
+func (b *beEntry) addr() netip.AddrPort {
+	a := netip.AddrFrom16(b.key.addr)
+	if b.is4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, b.key.port)
+}
+
+// value is the backends map value of b.
+func (b *beEntry) value() sockBackend {
+	v := sockBackend{Port: portNet(b.key.port)}
+	for i := range v.Addr {
+		v.Addr[i] = binary.NativeEndian.Uint32(b.key.addr[4*i:])
+	}
+	if b.local {
+		v.Flags = beFlagLocal
+	}
+	return v
+}
+
+// newBeEntry is the entry of ap, whose key is k.
+func newBeEntry(ap netip.AddrPort, k beKey) beEntry {
+	return beEntry{key: k, is4: ap.Addr().Is4()}
 }
 
 // table mirrors the programmed state in memory, turns desired changes into ordered
@@ -113,9 +152,9 @@ type table struct {
 	dp     datapath
 	log    *slog.Logger
 
-	svcs      map[ServiceKey]*svcEntry
+	svcs      map[sockSvcKey]*svcEntry // by toSvcKey of the service's key
 	fes       map[ServiceKey]*svcEntry // frontend key → owner
-	bes       map[netip.AddrPort]*beEntry
+	bes       map[beKey]*beEntry
 	slotsUsed int
 	svcIDs    *idAllocator
 	beIDs     *idAllocator
@@ -130,61 +169,86 @@ type table struct {
 	touched               []*beEntry
 	releaseSvc, releaseBe []uint32
 	beScratch             []*beEntry
+	keyScratch            []beKey
+	beSlab                []netip.AddrPort // see sync
 	wantScratch           []uint32
 	layScratch            []uint32
 
-	// Entries come from chunks, and removed ones are reused (see newSvc).
-	svcChunk []svcEntry
-	beChunk  []beEntry
-	freeSvc  []*svcEntry
-	freeBe   []*beEntry
+	// Entries come from arenas, and removed ones are reused.
+	svcArena arena[svcEntry]
+	beArena  arena[beEntry]
 	deadSvc  []*svcEntry // removed by this update; free once it is written
 	deadBe   []*beEntry
+
+	// The sizes the mirror's maps were made for (Go maps never shrink).
+	svcsCap, besCap int
 }
 
-// Entry chunk sizes: about 20 KiB and 8 KiB.
+// Entry chunk sizes: about 20 KiB and 4 KiB.
 const (
 	svcChunkLen = 64
 	beChunkLen  = 128
 )
 
-// newSvc returns a zero entry. A program from scratch creates an entry per
+// arena hands out zeroed entries. A program from scratch creates an entry per
 // service and per backend; taking them from chunks instead of one allocation
-// each halves the allocator's share of it. Removed entries go back on a free list
-// (zeroed), so that the chunks hold no more entries than the mirror's peak.
-func (t *table) newSvc() *svcEntry {
-	if n := len(t.freeSvc); n > 0 {
-		e := t.freeSvc[n-1]
-		t.freeSvc = t.freeSvc[:n-1]
+// each halves the allocator's share of it. Removed entries go back on a free
+// list (zeroed), and when the mirror empties every chunk is zeroed and handed
+// out again: the chunks hold no more entries than the mirror's peak, and a
+// program after emptying writes to memory that it has written before.
+type arena[T any] struct {
+	chunkLen int
+	chunks   [][]T
+	used     int // chunks[:used] have been handed out from
+	cur      []T // what is left of chunks[used-1]
+	free     []*T
+}
+
+func (a *arena[T]) get() *T {
+	if n := len(a.free); n > 0 {
+		e := a.free[n-1]
+		a.free[n-1] = nil
+		a.free = a.free[:n-1]
 		return e
 	}
-	if len(t.svcChunk) == 0 {
-		t.svcChunk = make([]svcEntry, svcChunkLen)
+	if len(a.cur) == 0 {
+		if a.used == len(a.chunks) {
+			a.chunks = append(a.chunks, make([]T, a.chunkLen))
+		}
+		a.cur = a.chunks[a.used]
+		a.used++
 	}
-	e := &t.svcChunk[0]
-	t.svcChunk = t.svcChunk[1:]
+	e := &a.cur[0]
+	a.cur = a.cur[1:]
 	return e
 }
 
-// newBe is newSvc for backends.
-func (t *table) newBe() *beEntry {
-	if n := len(t.freeBe); n > 0 {
-		be := t.freeBe[n-1]
-		t.freeBe = t.freeBe[:n-1]
-		return be
-	}
-	if len(t.beChunk) == 0 {
-		t.beChunk = make([]beEntry, beChunkLen)
-	}
-	be := &t.beChunk[0]
-	t.beChunk = t.beChunk[1:]
-	return be
+// put takes back an entry nothing names any more.
+func (a *arena[T]) put(e *T) {
+	var zero T
+	*e = zero
+	a.free = append(a.free, e)
 }
 
-// resetEntries forgets the chunks and free lists, so that their memory goes
-// once the entries in use are gone.
+// putAll takes back every entry: none is in use any more.
+func (a *arena[T]) putAll() {
+	for _, c := range a.chunks[:a.used] {
+		clear(c)
+	}
+	a.used, a.cur = 0, nil
+	clear(a.free)
+	a.free = a.free[:0]
+}
+
+func (t *table) newSvc() *svcEntry { return t.svcArena.get() }
+func (t *table) newBe() *beEntry   { return t.beArena.get() }
+
+// resetEntries forgets the arenas, so that their memory goes once the entries
+// in use are gone.
 func (t *table) resetEntries() {
-	t.svcChunk, t.beChunk, t.freeSvc, t.freeBe, t.deadSvc, t.deadBe = nil, nil, nil, nil, nil, nil
+	t.svcArena = arena[svcEntry]{chunkLen: svcChunkLen}
+	t.beArena = arena[beEntry]{chunkLen: beChunkLen}
+	t.deadSvc, t.deadBe = nil, nil
 }
 
 // newTable adopts what dp holds: it rebuilds the mirror from the maps, keeps every
@@ -204,9 +268,10 @@ func (t *table) adopt() error {
 		return fmt.Errorf("read pinned maps: %w", err)
 	}
 	t.resetEntries()
-	t.svcs = make(map[ServiceKey]*svcEntry, len(snap.services))
+	t.svcs = make(map[sockSvcKey]*svcEntry, len(snap.services))
 	t.fes = make(map[ServiceKey]*svcEntry, len(snap.frontends))
-	t.bes = make(map[netip.AddrPort]*beEntry, len(snap.backends))
+	t.bes = make(map[beKey]*beEntry, len(snap.backends))
+	t.svcsCap, t.besCap = len(snap.services), len(snap.backends)
 	t.slotsUsed = 0
 	byID := make(map[uint32]*svcEntry, len(snap.services))
 	// groups are the slot tables by ID: services' and local ones.
@@ -215,8 +280,21 @@ func (t *table) adopt() error {
 	var gcFes []tcSvcKey
 	var gcSlots []sockSlotKey
 	var gcBes []uint32
+	var gcBeVals []sockBackend
 	var fixSvcKeys []sockSvcKey
 	var fixSvcVals []sockSvcVal
+	// filled marks the slots found: inline ones naming a backend, and those in
+	// the slots map.
+	filled := make(map[sockSlotKey]bool)
+	fillInline := func(id uint32, slots []uint32, inline [inlineSlots]uint32) {
+		for i := range min(len(slots), inlineSlots) {
+			bid := inline[i]
+			if _, ok := snap.backends[bid]; ok && bid != 0 {
+				slots[i] = bid
+				filled[sockSlotKey{Id: id, Slot: uint32(i)}] = true
+			}
+		}
+	}
 
 	for _, k := range slices.SortedFunc(maps.Keys(snap.services), cmpSvcKey) {
 		v := snap.services[k]
@@ -232,13 +310,16 @@ func (t *table) adopt() error {
 		if v.Flags&flagAffinity != 0 {
 			e.svc.Affinity = time.Duration(v.AffinityTimeout) * time.Second
 		}
+		fillInline(v.Id, e.slots, v.Slots)
 		byID[v.Id] = e
 		groups[v.Id] = &e.slots
-		t.svcs[key] = e
+		t.svcs[toSvcKey(key)] = e
 	}
 	// A frontend names its owner; under PolicyLocal it also names the owner's
-	// local slot table, whose length is the largest count found.
+	// local slot table, whose length is the largest count found, and whose
+	// inline slots are taken from the frontend with that count.
 	localOwner := make(map[uint32]*svcEntry)
+	localInline := make(map[uint32][inlineSlots]uint32)
 	for _, k := range slices.SortedFunc(maps.Keys(snap.frontends), cmpFeKey) {
 		v := snap.frontends[k]
 		key := fromSvcKey(sockSvcKey(k))
@@ -264,8 +345,9 @@ func (t *table) adopt() error {
 			gcFes = append(gcFes, k)
 			continue
 		}
-		if local && uint32(len(e.local.slots)) < v.Count {
+		if _, seen := localInline[v.Id]; local && (!seen || uint32(len(e.local.slots)) < v.Count) {
 			e.local.slots = make([]uint32, v.Count)
+			localInline[v.Id] = v.Slots
 		}
 		kind := v.Flags & (feFlagNodePort | feFlagExternal | feFlagLB)
 		e.fes = append(e.fes, frontend{key: key, kind: kind})
@@ -282,10 +364,12 @@ func (t *table) adopt() error {
 			e.svc.LoadBalancerIPs = append(e.svc.LoadBalancerIPs, key.Addr)
 		}
 	}
-	filled := make(map[sockSlotKey]bool)
+	for id, inline := range localInline {
+		fillInline(id, *groups[id], inline)
+	}
 	for sk, bid := range snap.slots {
 		g := groups[sk.Id]
-		if g == nil || sk.Slot >= uint32(len(*g)) {
+		if g == nil || sk.Slot >= uint32(len(*g)) || sk.Slot < inlineSlots {
 			gcSlots = append(gcSlots, sk)
 			continue
 		}
@@ -316,11 +400,12 @@ func (t *table) adopt() error {
 	}
 	var fixFeKeys []tcSvcKey
 	var fixFeVals []tcFeVal
-	for key, e := range t.svcs {
+	for _, e := range t.svcs {
+		key := e.svc.ServiceKey
 		n := len(e.slots)
 		if e.slots = whole(key, e.id, e.slots); len(e.slots) < n {
 			fixSvcKeys = append(fixSvcKeys, toSvcKey(key))
-			fixSvcVals = append(fixSvcVals, toSvcVal(e.id, e.svc.Affinity, len(e.slots)))
+			fixSvcVals = append(fixSvcVals, toSvcVal(e.id, e.svc.Affinity, e.slots))
 		}
 		t.slotsUsed += len(e.slots)
 		if e.local != nil {
@@ -337,7 +422,7 @@ func (t *table) adopt() error {
 			}
 		}
 	}
-	refs := make(map[uint32]int)
+	refs := make(map[uint32]int32)
 	for _, e := range t.svcs {
 		seen := make(map[uint32]bool, len(e.slots))
 		for _, bid := range e.slots {
@@ -350,13 +435,15 @@ func (t *table) adopt() error {
 	var beIDs []uint32
 	for bid, b := range snap.backends {
 		ap := fromBackend(b)
-		if refs[bid] == 0 || t.bes[ap] != nil || bid == 0 || bid > t.limits.Backends {
+		if refs[bid] == 0 || t.bes[keyOf(ap)] != nil || bid == 0 || bid > t.limits.Backends {
 			gcBes = append(gcBes, bid)
+			gcBeVals = append(gcBeVals, tombstone(b))
 			continue
 		}
 		be := t.newBe()
-		*be = beEntry{addr: ap, id: bid, refs: refs[bid], local: b.Flags&beFlagLocal != 0}
-		t.bes[ap] = be
+		*be = newBeEntry(ap, keyOf(ap))
+		be.id, be.refs, be.local = bid, int32(refs[bid]), b.Flags&beFlagLocal != 0
+		t.bes[keyOf(ap)] = be
 		beIDs = append(beIDs, bid)
 	}
 	// The services' backend lists follow slot order; a backend ID dropped above as
@@ -364,9 +451,9 @@ func (t *table) adopt() error {
 	// the next Sync repairs (the entry is stale, so it is rewritten even when
 	// its backends are what is asked for). So does a local slot naming a backend
 	// the service does not have.
-	beAddr := make(map[uint32]netip.AddrPort, len(t.bes))
-	for ap, b := range t.bes {
-		beAddr[b.id] = ap
+	beByID := make(map[uint32]*beEntry, len(t.bes))
+	for _, b := range t.bes {
+		beByID[b.id] = b
 	}
 	svcIDs := make([]uint32, 0, len(t.svcs))
 	for _, e := range t.svcs {
@@ -374,11 +461,11 @@ func (t *table) adopt() error {
 		e.svc.Backends = make([]netip.AddrPort, 0, len(e.slots))
 		e.bes = make([]*beEntry, 0, len(e.slots))
 		for _, bid := range e.slots {
-			ap, ok := beAddr[bid]
-			if !ok {
+			be := beByID[bid]
+			if be == nil {
 				continue
 			}
-			be := t.bes[ap]
+			ap := be.addr()
 			if be.inOld { // a second slot naming it
 				continue
 			}
@@ -393,7 +480,7 @@ func (t *table) adopt() error {
 		if e.local != nil {
 			svcIDs = append(svcIDs, e.local.id)
 			for _, bid := range e.local.slots {
-				if ap, ok := beAddr[bid]; !ok || !t.bes[ap].inOld {
+				if be := beByID[bid]; be == nil || !be.inOld {
 					e.stale = true
 				}
 			}
@@ -416,7 +503,7 @@ func (t *table) adopt() error {
 		{kind: opPutServices, svcKeys: fixSvcKeys, svcVals: fixSvcVals, feKeys: fixFeKeys, feVals: fixFeVals},
 		{kind: opDeleteServices, svcKeys: gcSvcs, feKeys: gcFes},
 		{kind: opDeleteSlotsDeleted, slotKeys: gcSlots},
-		{kind: opDeleteBackends, beIDs: gcBes},
+		{kind: opDeleteBackends, beIDs: gcBes, bes: gcBeVals},
 	}
 	for _, o := range gc {
 		if o.len() == 0 {
@@ -487,12 +574,13 @@ func (t *table) update(upserts []Service, deletes []ServiceKey) error {
 		if last != nil && last[k] != i {
 			continue
 		}
-		if _, err := t.upsert(u, t.svcs[k]); err != nil {
+		sk := toSvcKey(k)
+		if _, err := t.upsert(u, sk, t.svcs[sk]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, k := range deletes {
-		if e := t.svcs[unmappedKey(k)]; e != nil {
+		if e := t.svcs[toSvcKey(k)]; e != nil {
 			t.remove(e)
 		}
 	}
@@ -501,53 +589,64 @@ func (t *table) update(upserts []Service, deletes []ServiceKey) error {
 
 // sync makes the programmed services equal desired: services not in it are removed.
 func (t *table) sync(desired []Service) error {
-	// Go maps never shrink: an emptied mirror starts over at the size it is about
-	// to need, which also spares a program from scratch the map growth.
+	// An empty mirror is sized for what it is about to hold, which spares a
+	// program from scratch the map growth; Go maps never shrink, so maps made
+	// for as much already are kept.
 	if len(t.svcs) == 0 {
 		nbes := 0
 		for i := range desired {
 			nbes += len(desired[i].Backends)
 		}
 		nbes = min(nbes, int(t.limits.Backends))
-		t.svcs = make(map[ServiceKey]*svcEntry, min(len(desired), int(t.limits.Services)))
-		t.bes = make(map[netip.AddrPort]*beEntry, nbes)
-		t.fes = make(map[ServiceKey]*svcEntry)
+		if nsvcs := min(len(desired), int(t.limits.Services)); nsvcs > t.svcsCap || nbes > t.besCap {
+			t.svcs = make(map[sockSvcKey]*svcEntry, nsvcs)
+			t.bes = make(map[beKey]*beEntry, nbes)
+			t.svcsCap, t.besCap = nsvcs, nbes
+		}
 		t.begin(len(desired), nbes)
+		// One array for the backend lists of a program from scratch; the
+		// services share it until they change.
+		t.beSlab = make([]netip.AddrPort, nbes)
 	} else {
 		t.begin(len(desired), 0)
 	}
 	// Services listed in this sync carry its generation; the rest are deleted.
 	t.gen++
 	var errs []error
-	var failedNew map[ServiceKey]bool // listed, invalid and not programmed before
+	var failedNew map[sockSvcKey]bool // listed, invalid and not programmed before
+	listed := 0                       // entries in the mirror with this generation
 	for i := range desired {
 		u := &desired[i]
-		k := unmappedKey(u.ServiceKey)
+		k := toSvcKey(u.ServiceKey)
 		old := t.svcs[k]
 		if (old != nil && old.gen == t.gen) || failedNew[k] {
-			errs = append(errs, fmt.Errorf("service %s: listed twice", k))
+			errs = append(errs, fmt.Errorf("service %s: listed twice", unmappedKey(u.ServiceKey)))
 			continue
 		}
 		if old != nil {
 			old.gen = t.gen
 		}
-		e, err := t.upsert(u, old)
+		e, err := t.upsert(u, k, old)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		switch {
 		case e != nil:
 			e.gen = t.gen
+			listed++
 		case failedNew == nil:
-			failedNew = map[ServiceKey]bool{k: true}
+			failedNew = map[sockSvcKey]bool{k: true}
 		default:
 			failedNew[k] = true
 		}
 	}
+	// When every service in the mirror was listed, there is nothing to delete.
 	var dels []*svcEntry
-	for _, e := range t.svcs {
-		if e.gen != t.gen {
-			dels = append(dels, e)
+	if listed < len(t.svcs) {
+		for _, e := range t.svcs {
+			if e.gen != t.gen {
+				dels = append(dels, e)
+			}
 		}
 	}
 	// Removing every service empties the mirror, which commit then replaces
@@ -556,6 +655,7 @@ func (t *table) sync(desired []Service) error {
 	for _, e := range byID(dels, t.svcIDs.next) {
 		t.remove(e)
 	}
+	t.beSlab = nil
 	return t.commit(errs)
 }
 
@@ -595,9 +695,9 @@ func (t *table) begin(services, backends int) {
 	ps := &t.ops[opPutServices]
 	ps.svcKeys, ps.svcVals = slices.Grow(ps.svcKeys, services), slices.Grow(ps.svcVals, services)
 	if backends > 0 {
-		pb, sl := &t.ops[opPutBackends], &t.ops[opPutSlotsGrow]
+		// Slots go to the slots map only past the inline ones: few, as a rule.
+		pb := &t.ops[opPutBackends]
 		pb.beIDs, pb.bes = slices.Grow(pb.beIDs, backends), slices.Grow(pb.bes, backends)
-		sl.slotKeys, sl.slotVals = slices.Grow(sl.slotKeys, backends), slices.Grow(sl.slotVals, backends)
 	}
 }
 
@@ -608,18 +708,22 @@ func (t *table) touch(be *beEntry) {
 	}
 }
 
-// upsert adds the writes that program u to the batches; old is the mirror's entry
-// for u's key, if any. It returns the entry for u's key afterwards (nil if there is
-// none).
-func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
+// upsert adds the writes that program u to the batches; key is toSvcKey of u's
+// key and old the mirror's entry for it, if any. It returns the entry for u's key
+// afterwards (nil if there is none).
+func (t *table) upsert(u *Service, key sockSvcKey, old *svcEntry) (*svcEntry, error) {
 	// The common case of a resync: what is asked is, field by field, what was
 	// last programmed, so it is already normalized and unchanged.
 	if old != nil && old.checked && sameAsMirror(&old.svc, u) {
 		old.svc.HealthCheckNodePort, old.svc.Name = u.HealthCheckNodePort, u.Name
 		return old, nil
 	}
-	n, err := u.normalize(t.limits.PerService)
-	if err != nil {
+	n := *u
+	var buf []netip.AddrPort
+	if len(t.beSlab) >= len(u.Backends) {
+		buf, t.beSlab = t.beSlab[:0:len(u.Backends)], t.beSlab[len(u.Backends):]
+	}
+	if err := n.normalizeInPlace(t.limits.PerService, buf); err != nil {
 		return old, err
 	}
 	if old != nil && !old.stale && sameState(&old.svc, &n) {
@@ -627,7 +731,7 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 			// Keep the order asked for, so that the next resync takes the
 			// shortcut above.
 			for i, b := range n.Backends {
-				old.bes[i] = t.bes[b]
+				old.bes[i] = t.bes[keyOf(b)]
 			}
 			old.svc.Backends = n.Backends
 		}
@@ -637,16 +741,17 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 	}
 
 	// Each backend is looked up once; new ones are nil until created below.
-	bes := t.beScratch[:0]
+	bes, keys := t.beScratch[:0], t.keyScratch[:0]
 	need := 0
 	for _, b := range n.Backends {
-		be := t.bes[b]
+		k := keyOf(b)
+		be := t.bes[k]
 		if be == nil {
 			need++
 		}
-		bes = append(bes, be)
+		bes, keys = append(bes, be), append(keys, k)
 	}
-	t.beScratch = bes
+	t.beScratch, t.keyScratch = bes, keys
 	useLocal := n.usesLocalSlots()
 	if err := t.fits(old, &n, need, useLocal); err != nil {
 		return old, err
@@ -657,7 +762,7 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 		id, _ := t.svcIDs.alloc()
 		e = t.newSvc()
 		e.id = id
-		t.svcs[n.ServiceKey] = e
+		t.svcs[key] = e
 	}
 	for i, b := range n.Backends {
 		be := bes[i]
@@ -668,8 +773,9 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 				panic(fmt.Sprintf("backend IDs: %v", err))
 			}
 			be = t.newBe()
-			be.addr, be.id, be.created = b, id, true
-			t.bes[b] = be
+			*be = newBeEntry(b, keys[i])
+			be.id, be.created = id, true
+			t.bes[be.key] = be
 			bes[i] = be
 			t.touch(be)
 		}
@@ -717,7 +823,7 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 		}
 		want = want[:0]
 		for _, b := range n.LocalBackends {
-			want = append(want, t.bes[b].id)
+			want = append(want, t.bes[keyOf(b)].id)
 		}
 		e.local.slots = t.placeSlots(e.local.id, e.local.slots, want, nil)
 	case e.local != nil:
@@ -726,8 +832,8 @@ func (t *table) upsert(u *Service, old *svcEntry) (*svcEntry, error) {
 		e.local = nil
 	}
 	ps := &t.ops[opPutServices]
-	ps.svcKeys = append(ps.svcKeys, toSvcKey(n.ServiceKey))
-	ps.svcVals = append(ps.svcVals, toSvcVal(e.id, n.Affinity, len(e.slots)))
+	ps.svcKeys = append(ps.svcKeys, key)
+	ps.svcVals = append(ps.svcVals, toSvcVal(e.id, n.Affinity, e.slots))
 	e.svc = n
 	e.checked, e.stale = true, false
 
@@ -829,7 +935,7 @@ func (t *table) remove(e *svcEntry) {
 	if t.dropAll {
 		return
 	}
-	delete(t.svcs, e.svc.ServiceKey)
+	delete(t.svcs, toSvcKey(e.svc.ServiceKey))
 	t.deadSvc = append(t.deadSvc, e)
 }
 
@@ -845,17 +951,18 @@ func (t *table) commit(errs []error) error {
 				// upserted twice, or upserted and deleted): slots written
 				// before the drop name it, so it is written too.
 				pb.beIDs = append(pb.beIDs, be.id)
-				pb.bes = append(pb.bes, toBackend(be.addr, be.local))
+				pb.bes = append(pb.bes, be.value())
 			}
 			db.beIDs = append(db.beIDs, be.id)
+			db.bes = append(db.bes, tombstone(be.value()))
 			t.releaseBe = append(t.releaseBe, be.id)
 			if !t.dropAll {
-				delete(t.bes, be.addr)
+				delete(t.bes, be.key)
 				t.deadBe = append(t.deadBe, be)
 			}
 		case be.created || be.rewrite:
 			pb.beIDs = append(pb.beIDs, be.id)
-			pb.bes = append(pb.bes, toBackend(be.addr, be.local))
+			pb.bes = append(pb.bes, be.value())
 		}
 		be.touched, be.created, be.rewrite = false, false, false
 	}
@@ -889,19 +996,24 @@ func (t *table) commit(errs []error) error {
 		t.beIDs.release(id)
 	}
 	if dropAll || len(t.svcs) == 0 && len(t.bes) == 0 && len(t.fes) == 0 {
-		// Let the memory of an emptied mirror go (sync sizes the next one).
-		t.svcs, t.bes, t.fes = map[ServiceKey]*svcEntry{}, map[netip.AddrPort]*beEntry{}, map[ServiceKey]*svcEntry{}
-		t.resetEntries()
+		// An emptied mirror keeps its memory, as its maps would anyway, for
+		// the next program: all of its entries are free.
+		clear(t.svcs)
+		clear(t.bes)
+		clear(t.fes)
+		t.svcArena.putAll()
+		t.beArena.putAll()
+		clear(t.deadSvc)
+		clear(t.deadBe)
+		t.deadSvc, t.deadBe = t.deadSvc[:0], t.deadBe[:0]
 		return errors.Join(errs...)
 	}
 	// Nothing names the removed entries any more.
 	for _, e := range t.deadSvc {
-		*e = svcEntry{}
-		t.freeSvc = append(t.freeSvc, e)
+		t.svcArena.put(e)
 	}
 	for _, be := range t.deadBe {
-		*be = beEntry{}
-		t.freeBe = append(t.freeBe, be)
+		t.beArena.put(be)
 	}
 	clear(t.deadSvc)
 	clear(t.deadBe)
@@ -972,7 +1084,9 @@ func (t *table) placeSlots(id uint32, old, want, buf []uint32) []uint32 {
 	if len(slots) < len(old) {
 		put = &t.ops[opPutSlotsShrink]
 	}
-	for i, bid := range slots {
+	// The first slots go with the value naming the table, written anyway.
+	for i := inlineSlots; i < len(slots); i++ {
+		bid := slots[i]
 		if i < len(old) && old[i] == bid {
 			continue
 		}
@@ -980,7 +1094,7 @@ func (t *table) placeSlots(id uint32, old, want, buf []uint32) []uint32 {
 		put.slotVals = append(put.slotVals, bid)
 	}
 	del := &t.ops[opDeleteSlotsShrink]
-	for i := len(slots); i < len(old); i++ {
+	for i := max(len(slots), inlineSlots); i < len(old); i++ {
 		del.slotKeys = append(del.slotKeys, sockSlotKey{Id: id, Slot: uint32(i)})
 	}
 	t.slotsUsed += len(slots) - len(old)
@@ -990,7 +1104,7 @@ func (t *table) placeSlots(id uint32, old, want, buf []uint32) []uint32 {
 // dropGroup deletes a slot table nothing names any more (after opDeleteServices).
 func (t *table) dropGroup(g *slotGroup) {
 	del := &t.ops[opDeleteSlotsDeleted]
-	for i := range g.slots {
+	for i := inlineSlots; i < len(g.slots); i++ {
 		del.slotKeys = append(del.slotKeys, sockSlotKey{Id: g.id, Slot: uint32(i)})
 	}
 	t.slotsUsed -= len(g.slots)

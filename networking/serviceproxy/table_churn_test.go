@@ -88,34 +88,36 @@ func randomChurn(t *testing.T, seed uint64) {
 		}
 		// Reference counts and slot totals.
 		refs := map[*beEntry]int{}
-		slots := 0
+		slots, mapSlots := 0, 0
 		for _, e := range tab.svcs {
 			if len(e.bes) != len(e.svc.Backends) || len(e.slots) != len(e.bes) {
 				t.Fatalf("step %d: %s: %d bes, %d backends, %d slots", step, e.svc.ServiceKey, len(e.bes), len(e.svc.Backends), len(e.slots))
 			}
 			for i, be := range e.bes {
 				refs[be]++
-				if be.addr != e.svc.Backends[i] || tab.bes[be.addr] != be {
-					t.Fatalf("step %d: %s: bes[%d] is %v, backend %v", step, e.svc.ServiceKey, i, be.addr, e.svc.Backends[i])
+				if be.addr() != e.svc.Backends[i] || tab.bes[keyOf(be.addr())] != be {
+					t.Fatalf("step %d: %s: bes[%d] is %v, backend %v", step, e.svc.ServiceKey, i, be.addr(), e.svc.Backends[i])
 				}
 				if !slices.Contains(e.slots, be.id) {
 					t.Fatalf("step %d: %s: backend %d not in slots", step, e.svc.ServiceKey, be.id)
 				}
 			}
 			slots += len(e.slots)
+			mapSlots += max(0, len(e.slots)-inlineSlots)
 			if e.local != nil {
 				slots += len(e.local.slots)
+				mapSlots += max(0, len(e.local.slots)-inlineSlots)
 			}
 		}
 		for _, be := range tab.bes {
-			if refs[be] != be.refs || be.refs == 0 || be.touched || be.inOld || be.created || be.rewrite {
-				t.Fatalf("step %d: backend %v: refs %d, counted %d, marks %v %v %v %v", step, be.addr, be.refs, refs[be], be.touched, be.inOld, be.created, be.rewrite)
+			if int32(refs[be]) != be.refs || be.refs == 0 || be.touched || be.inOld || be.created || be.rewrite {
+				t.Fatalf("step %d: backend %v: refs %d, counted %d, marks %v %v %v %v", step, be.addr(), be.refs, refs[be], be.touched, be.inOld, be.created, be.rewrite)
 			}
 		}
 		if len(refs) != len(tab.bes) {
 			t.Fatalf("step %d: %d backends referenced, %d in the mirror", step, len(refs), len(tab.bes))
 		}
-		if slots != tab.slotsUsed || slots != len(f.s.slots) || len(tab.bes) != len(f.s.backends) || len(tab.svcs) != len(f.s.services) {
+		if slots != tab.slotsUsed || mapSlots != len(f.s.slots) || len(tab.bes) != len(f.s.backends) || len(tab.svcs) != len(f.s.services) {
 			t.Fatalf("step %d: slots %d mirror %d maps %d; backends %d maps %d", step, slots, tab.slotsUsed, len(f.s.slots), len(tab.bes), len(f.s.backends))
 		}
 		n := 0

@@ -101,10 +101,13 @@ func (f *fakeDP) apply(o *op) error {
 
 func (f *fakeDP) check(during opKind) {
 	f.t.Helper()
-	table := func(what string, id, count uint32) {
+	table := func(what string, id, count uint32, inline [inlineSlots]uint32) {
 		f.t.Helper()
 		for i := range count {
 			bid, ok := f.s.slots[sockSlotKey{Id: id, Slot: i}]
+			if i < inlineSlots { // the program does not look in the map
+				bid, ok = inline[i], inline[i] != 0
+			}
 			if !ok {
 				f.t.Errorf("during %s: %s count %d but slot %d missing", during, what, count, i)
 				continue
@@ -115,11 +118,19 @@ func (f *fakeDP) check(during opKind) {
 		}
 	}
 	for k, v := range f.s.services {
-		table("service "+fromSvcKey(k).String(), v.Id, v.Count)
+		table("service "+fromSvcKey(k).String(), v.Id, v.Count, v.Slots)
 	}
 	for k, v := range f.s.frontends {
-		table("frontend "+fromSvcKey(sockSvcKey(k)).String(), v.Id, v.Count)
+		table("frontend "+fromSvcKey(sockSvcKey(k)).String(), v.Id, v.Count, v.Slots)
 	}
+}
+
+// slot is the backend ID in slot i of table id, whose inline slots are inline.
+func (f *fakeDP) slot(id, i uint32, inline [inlineSlots]uint32) uint32 {
+	if i < inlineSlots {
+		return inline[i]
+	}
+	return f.s.slots[sockSlotKey{Id: id, Slot: i}]
 }
 
 func (f *fakeDP) snapshot() (*snapshot, error) {
@@ -209,23 +220,36 @@ func TestSyncSequence(t *testing.T) {
 }
 
 func TestOrdering(t *testing.T) {
-	base := svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80")
+	// Six backends: slots 0-3 are inline in the service's value, 4 and 5 in
+	// the slots map.
+	be := func(n ...int) []string {
+		var out []string
+		for _, i := range n {
+			out = append(out, fmt.Sprintf("10.0.0.%d:80", i))
+		}
+		return out
+	}
+	base := svc("10.96.0.1:80", TCP, be(1, 2, 3, 4, 5, 6)...)
 	tests := []struct {
 		name string
 		to   []Service
 		want []opKind
 	}{
-		{"grow: backends, slots, then count", []Service{svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80")},
+		{"grow: backends, slots, then count", []Service{svc("10.96.0.1:80", TCP, be(1, 2, 3, 4, 5, 6, 7)...)},
 			[]opKind{opPutBackends, opPutSlotsGrow, opPutServices}},
-		{"shrink: count, slots, then backends", []Service{svc("10.96.0.1:80", TCP, "10.0.0.2:80")},
+		{"shrink: count, slots, then backends", []Service{svc("10.96.0.1:80", TCP, be(1, 2, 3, 4, 6)...)},
 			[]opKind{opPutServices, opPutSlotsShrink, opDeleteSlotsShrink, opDeleteBackends}},
-		{"shrink without moving slots", []Service{svc("10.96.0.1:80", TCP, "10.0.0.1:80")},
+		{"shrink without moving slots", []Service{svc("10.96.0.1:80", TCP, be(1, 2, 3, 4, 5)...)},
 			[]opKind{opPutServices, opDeleteSlotsShrink, opDeleteBackends}},
-		{"replace a backend", []Service{svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.3:80")},
+		{"shrink to inline slots", []Service{svc("10.96.0.1:80", TCP, be(1, 2)...)},
+			[]opKind{opPutServices, opDeleteSlotsShrink, opDeleteBackends}},
+		{"replace a backend", []Service{svc("10.96.0.1:80", TCP, be(1, 2, 3, 4, 5, 7)...)},
 			[]opKind{opPutBackends, opPutSlotsGrow, opPutServices, opDeleteBackends}},
+		{"replace an inline backend: with the count", []Service{svc("10.96.0.1:80", TCP, be(7, 2, 3, 4, 5, 6)...)},
+			[]opKind{opPutBackends, opPutServices, opDeleteBackends}},
 		{"delete: service, slots, then backends", nil,
 			[]opKind{opDeleteServices, opDeleteSlotsDeleted, opDeleteBackends}},
-		{"unchanged", []Service{svc("10.96.0.1:80", TCP, "10.0.0.2:80", "10.0.0.1:80")}, nil},
+		{"unchanged", []Service{svc("10.96.0.1:80", TCP, be(2, 1, 3, 4, 6, 5)...)}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -253,7 +277,7 @@ func TestStableIDs(t *testing.T) {
 	ids := func() map[string]uint32 {
 		m := map[string]uint32{}
 		for k, e := range tab.svcs {
-			m[k.String()] = e.id
+			m[fromSvcKey(k).String()] = e.id
 		}
 		return m
 	}
@@ -363,9 +387,10 @@ func TestAdoptCollectsGarbage(t *testing.T) {
 	if err := tab.sync([]Service{a}); err != nil {
 		t.Fatal(err)
 	}
-	id := tab.svcs[a.ServiceKey].id
+	id := tab.svcs[toSvcKey(a.ServiceKey)].id
 	// What a crash in the middle of old, unordered writes could leave.
 	f.s.slots[sockSlotKey{Id: id, Slot: 7}] = 1              // past the count
+	f.s.slots[sockSlotKey{Id: id, Slot: 1}] = 1              // inline, not in the slots map
 	f.s.slots[sockSlotKey{Id: 999, Slot: 0}] = 1             // unknown service
 	f.s.backends[4242] = toBackend(ap("10.0.0.9:80"), false) // unreferenced
 
@@ -376,18 +401,19 @@ func TestAdoptCollectsGarbage(t *testing.T) {
 	if diff := cmp.Diff([]Service{a}, adopted.services(), cmpServices); diff != "" {
 		t.Errorf("adopted (-want +got):\n%s", diff)
 	}
-	if len(f.s.slots) != 2 || len(f.s.backends) != 2 {
-		t.Errorf("after adoption: %d slots, %d backends; want 2 and 2", len(f.s.slots), len(f.s.backends))
+	// Both slots are inline.
+	if len(f.s.slots) != 0 || len(f.s.backends) != 2 {
+		t.Errorf("after adoption: %d slots, %d backends; want 0 and 2", len(f.s.slots), len(f.s.backends))
 	}
 	// The adopted table goes on with the same IDs.
 	b := svc("10.96.0.2:80", TCP, "10.0.0.1:80")
 	if err := adopted.sync([]Service{a, b}); err != nil {
 		t.Fatal(err)
 	}
-	if got := adopted.svcs[a.ServiceKey].id; got != id {
+	if got := adopted.svcs[toSvcKey(a.ServiceKey)].id; got != id {
 		t.Errorf("adopted ID of %s = %d, want %d", a.ServiceKey, got, id)
 	}
-	if got := adopted.svcs[b.ServiceKey].id; got == id {
+	if got := adopted.svcs[toSvcKey(b.ServiceKey)].id; got == id {
 		t.Errorf("new service got the ID %d in use", got)
 	}
 }
@@ -513,7 +539,7 @@ func TestFrontendSequence(t *testing.T) {
 		for k, v := range f.s.frontends {
 			if v.Flags&feFlagLocal != 0 {
 				for i := range v.Count {
-					bid := f.s.slots[sockSlotKey{Id: v.Id, Slot: i}]
+					bid := f.slot(v.Id, i, v.Slots)
 					if f.s.backends[bid].Flags&beFlagLocal == 0 {
 						t.Errorf("%s: local frontend %s slot %d names a backend that is not local", st.name, fromSvcKey(sockSvcKey(k)), i)
 					}

@@ -56,6 +56,7 @@ type tcFeVal struct {
 	Flags           uint32
 	AffinityTimeout uint32
 	Owner           uint32
+	Slots           [4]uint32
 }
 
 type tcLinkCfg struct {

@@ -248,6 +248,8 @@ func TestTCPrograms(t *testing.T) {
 		{"externalIP: the local backend's reply, reverse NAT at egress", egress,
 			pkt{Proto: TCP, Src: localBE, Dst: cport(40003), Payload: "hi"}, pass,
 			pkt{Proto: TCP, Src: netip.AddrPortFrom(extIP, 80), Dst: cport(40003), Payload: "hi"}},
+		{"externalIP: the local backend's reply coming in on an external link passes untouched", ingress,
+			pkt{Proto: TCP, Src: localBE, Dst: cport(40003), Payload: "hi"}, []uint32{tcxNext}, pkt{}},
 		{"load balancer IP", ingress,
 			pkt{Proto: TCP, Src: cport(40004), Dst: netip.AddrPortFrom(lbIP, 80)}, pass,
 			pkt{Proto: TCP, Src: cport(40004), Dst: localBE}},

@@ -111,7 +111,7 @@ type Limits struct {
 	Backends        uint32 // distinct backend address:port pairs
 	Slots           uint32 // sum over services of their backend counts
 	PerService      uint32 // backends of one service
-	ReverseNAT      uint32 // LRU: (socket, backend) pairs remembered for recvmsg/getpeername
+	ReverseNAT      uint32 // LRU: (unconnected UDP socket, backend) pairs remembered for recvmsg/getpeername
 	AffinityEntries uint32 // LRU: (client netns, service) pairs, and (client address, frontend) pairs
 	Frontends       uint32 // NodePorts, externalIPs and LoadBalancer IPs, each with each port
 	Conntrack       uint32 // LRU: two entries per connection through a frontend
@@ -140,6 +140,10 @@ const (
 	feFlagLB       = 1 << 4 // FE_F_LB_IP
 	beFlagLocal    = 1 << 0 // BE_F_LOCAL
 )
+
+// inlineSlots is INLINE_SLOTS (bpf/common.h): the first slots of a slot table
+// are in the service's or frontend's value, the others in the slots map.
+const inlineSlots = 4
 
 // frontend is one key of the frontends map that a Service owns.
 type frontend struct {
@@ -175,22 +179,34 @@ func (s Service) usesLocalSlots() bool {
 // normalize checks s and returns it with the address unmapped, backends unmapped and
 // deduplicated (first occurrence kept), for programming.
 func (s Service) normalize(perService uint32) (Service, error) {
+	err := s.normalizeInPlace(perService, nil)
+	return s, err
+}
+
+// normalizeInPlace is normalize on s itself: a Service is large enough that the
+// copies of a by-value method chain show when 10,000 of them are programmed.
+// Backends gets a new array, buf's when it has room (buf is empty); the other
+// slices are new when they change.
+func (s *Service) normalizeInPlace(perService uint32, buf []netip.AddrPort) error {
 	s.Addr = s.Addr.Unmap()
 	if !s.Addr.IsValid() {
-		return s, fmt.Errorf("service %s: no address", s.ServiceKey)
+		return fmt.Errorf("service %s: no address", s.ServiceKey)
+	}
+	if s.Addr.Zone() != "" {
+		return fmt.Errorf("service %s: the address has a zone", s.ServiceKey)
 	}
 	if s.Proto != TCP && s.Proto != UDP {
-		return s, fmt.Errorf("service %s: protocol %d is not TCP or UDP", s.ServiceKey, s.Proto)
+		return fmt.Errorf("service %s: protocol %d is not TCP or UDP", s.ServiceKey, s.Proto)
 	}
 	if s.Port == 0 {
-		return s, fmt.Errorf("service %s: port 0", s.ServiceKey)
+		return fmt.Errorf("service %s: port 0", s.ServiceKey)
 	}
 	if s.Affinity < 0 {
-		return s, fmt.Errorf("service %s: negative affinity timeout %s", s.ServiceKey, s.Affinity)
+		return fmt.Errorf("service %s: negative affinity timeout %s", s.ServiceKey, s.Affinity)
 	}
 	secs := (s.Affinity + time.Second - 1) / time.Second
 	if secs > 1<<32-1 {
-		return s, fmt.Errorf("service %s: affinity timeout %s too long", s.ServiceKey, s.Affinity)
+		return fmt.Errorf("service %s: affinity timeout %s too long", s.ServiceKey, s.Affinity)
 	}
 	s.Affinity = secs * time.Second
 	// Endpoint lists are short: a linear duplicate check beats a map until they
@@ -199,17 +215,24 @@ func (s Service) normalize(perService uint32) (Service, error) {
 	if len(s.Backends) > 16 {
 		seen = make(map[netip.AddrPort]bool, len(s.Backends))
 	}
-	bes := make([]netip.AddrPort, 0, len(s.Backends))
+	is4 := s.Addr.Is4()
+	bes := buf
+	if cap(bes) < len(s.Backends) {
+		bes = make([]netip.AddrPort, 0, len(s.Backends))
+	}
 	for _, b := range s.Backends {
-		b = netip.AddrPortFrom(b.Addr().Unmap(), b.Port())
-		if !b.Addr().IsValid() || b.Port() == 0 {
-			return s, fmt.Errorf("service %s: backend %s is not an address and port", s.ServiceKey, b)
+		if a := b.Addr(); a.Is4In6() {
+			b = netip.AddrPortFrom(a.Unmap(), b.Port())
 		}
-		if b.Addr().Is4() != s.Addr.Is4() {
-			return s, fmt.Errorf("service %s: backend %s is of the other address family", s.ServiceKey, b)
+		a := b.Addr()
+		if !a.IsValid() || b.Port() == 0 {
+			return fmt.Errorf("service %s: backend %s is not an address and port", s.ServiceKey, b)
 		}
-		if b.Addr().Zone() != "" {
-			return s, fmt.Errorf("service %s: backend %s has a zone", s.ServiceKey, b)
+		if a.Is4() != is4 {
+			return fmt.Errorf("service %s: backend %s is of the other address family", s.ServiceKey, b)
+		}
+		if a.Zone() != "" {
+			return fmt.Errorf("service %s: backend %s has a zone", s.ServiceKey, b)
 		}
 		if seen != nil {
 			if seen[b] {
@@ -222,7 +245,7 @@ func (s Service) normalize(perService uint32) (Service, error) {
 		bes = append(bes, b)
 	}
 	if uint32(len(bes)) > perService {
-		return s, fmt.Errorf("service %s: %d backends, more than the %d a slot table holds", s.ServiceKey, len(bes), perService)
+		return fmt.Errorf("service %s: %d backends, more than the %d a slot table holds", s.ServiceKey, len(bes), perService)
 	}
 	s.Backends = bes
 	return s.normalizeFrontends()
@@ -231,33 +254,39 @@ func (s Service) normalize(perService uint32) (Service, error) {
 // normalizeFrontends checks the external side of s (backends already normalized):
 // addresses unmapped, of the Service's family, deduplicated and sorted; an address
 // both in ExternalIPs and LoadBalancerIPs counts as an externalIP.
-func (s Service) normalizeFrontends() (Service, error) {
+func (s *Service) normalizeFrontends() error {
 	if s.ExternalPolicy != PolicyCluster && s.ExternalPolicy != PolicyLocal {
-		return s, fmt.Errorf("service %s: unknown traffic policy %d", s.ServiceKey, s.ExternalPolicy)
+		return fmt.Errorf("service %s: unknown traffic policy %d", s.ServiceKey, s.ExternalPolicy)
+	}
+	if len(s.ExternalIPs) == 0 && len(s.LoadBalancerIPs) == 0 && len(s.LocalBackends) == 0 {
+		s.ExternalIPs, s.LoadBalancerIPs, s.LocalBackends = nil, nil, nil
+		return nil
 	}
 	var err error
 	if s.ExternalIPs, err = s.normalizeIPs("externalIP", s.ExternalIPs, nil); err != nil {
-		return s, err
+		return err
 	}
 	if s.LoadBalancerIPs, err = s.normalizeIPs("load balancer IP", s.LoadBalancerIPs, s.ExternalIPs); err != nil {
-		return s, err
+		return err
 	}
 	if len(s.LocalBackends) > 0 {
 		local := make([]netip.AddrPort, 0, len(s.LocalBackends))
 		for _, b := range s.LocalBackends {
 			b = netip.AddrPortFrom(b.Addr().Unmap(), b.Port())
 			if !slices.Contains(s.Backends, b) {
-				return s, fmt.Errorf("service %s: local backend %s is not one of its backends", s.ServiceKey, b)
+				return fmt.Errorf("service %s: local backend %s is not one of its backends", s.ServiceKey, b)
 			}
 			local = append(local, b)
 		}
 		slices.SortFunc(local, netip.AddrPort.Compare)
 		s.LocalBackends = slices.Compact(local)
+	} else {
+		s.LocalBackends = nil
 	}
-	return s, nil
+	return nil
 }
 
-func (s Service) normalizeIPs(what string, ips, skip []netip.Addr) ([]netip.Addr, error) {
+func (s *Service) normalizeIPs(what string, ips, skip []netip.Addr) ([]netip.Addr, error) {
 	if len(ips) == 0 {
 		return nil, nil
 	}

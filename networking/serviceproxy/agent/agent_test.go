@@ -376,6 +376,9 @@ func TestSafety(t *testing.T) {
 			tc.breakW(h)
 			h.update(webSlice("ok", "ok-a", "10.0.1.1", "10.0.1.2"))
 			dp.waitForState(t, []serviceproxy.Service{good, webState("10.96.0.11", "10.0.1.1", "10.0.1.2")})
+			// The state can show before the sync that made it has counted
+			// its errors.
+			eventually(t, "the error counted", func() bool { return h.errorCount(tc.reason) >= 1 })
 			h.assertErrors(map[string]float64{tc.reason: 1})
 
 			// A fix is programmed.

@@ -14,7 +14,8 @@
  * Map update protocol (kept by the Go side, relied upon here): a slot
  * (id, i) for i < count always names a backend present in the backends map.
  * Growing writes slots before the count, shrinking writes the count before
- * removing slots, deleting removes the service before its slots.
+ * removing slots, deleting removes the service before its slots. The first
+ * INLINE_SLOTS slots are in the service's value and change with its count.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -28,10 +29,11 @@
 #define MAX_REVNAT 131072
 
 struct svc_val {
-	__u32 id;               /* stable service id, 1..max */
+	__u32 id;               /* stable service id, 1..max: its slot table */
 	__u32 count;            /* number of valid slots; 0 refuses */
 	__u32 flags;            /* SVC_F_* */
 	__u32 affinity_timeout; /* seconds, with SVC_F_AFFINITY */
+	__u32 slots[INLINE_SLOTS]; /* the first slots of the table */
 };
 
 struct revnat_key {
@@ -61,6 +63,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_services SEC(".maps");
 
+/* The translation of a connected socket, kept with the socket (and gone with
+ * it): what getpeername(2) and recvmsg(2) on it turn back. */
+struct sk_revnat {
+	__u32 be_addr[4];  /* backend address */
+	__u32 vip_addr[4]; /* VIP as the application named it */
+	__u16 be_port;     /* network order */
+	__u16 vip_port;    /* network order */
+};
+
+/* Reverse NAT of unconnected (UDP) sockets, which send to many addresses. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_REVNAT);
@@ -68,6 +80,16 @@ struct {
 	__type(value, struct revnat_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_revnat SEC(".maps");
+
+/* Reverse NAT of connected sockets: socket-local storage costs a connect(2)
+ * less than an LRU entry, and leaves the LRU to the sockets that need it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sk_revnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kiln_sk_revnat SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -78,76 +100,90 @@ struct {
 } kiln_affinity SEC(".maps");
 
 /*
- * pick returns the backend for svc and its id through backend_id, or NULL when
- * the service has no usable backend. With ClientIP affinity, the client is the
- * socket's network namespace (a pod), and the previous choice is reused while
- * it is younger than the timeout and its slot still names it.
+ * pick_svc picks a backend of svc (see pick in common.h). With ClientIP
+ * affinity, the client is the socket's network namespace (a pod).
  */
-static __always_inline struct backend *pick(void *ctx, const struct svc_val *svc,
-					    __u32 *backend_id)
+static __always_inline struct backend *pick_svc(void *ctx, const struct svc_val *svc,
+						__u32 *backend_id)
 {
 	struct affinity_key akey = {};
-	struct affinity_val *aff = NULL;
-	struct slot_key skey = { .id = svc->id };
-	struct backend *be;
-	__u32 *bid;
-	__u64 now = 0;
+	struct table_ref t = {
+		.id = svc->id,
+		.count = svc->count,
+		.flags = svc->flags,
+		.affinity_timeout = svc->affinity_timeout,
+		.inl = svc->slots,
+	};
 
-	if (svc->count == 0)
-		return NULL;
-
-	if (svc->flags & SVC_F_AFFINITY) {
-		now = bpf_ktime_get_ns();
+	if (t.flags & SVC_F_AFFINITY) {
 		akey.netns = bpf_get_netns_cookie(ctx);
-		akey.id = svc->id;
-		aff = bpf_map_lookup_elem(&kiln_affinity, &akey);
-		if (aff && aff->slot < svc->count &&
-		    now - aff->last_ns <= (__u64)svc->affinity_timeout * 1000000000ULL) {
-			skey.slot = aff->slot;
-			bid = bpf_map_lookup_elem(&kiln_slots, &skey);
-			if (bid && *bid == aff->backend_id) {
-				be = bpf_map_lookup_elem(&kiln_backends, bid);
-				if (be) {
-					aff->last_ns = now;
-					*backend_id = *bid;
-					return be;
-				}
-			}
-		}
+		akey.id = t.id;
 	}
-
-	skey.slot = bpf_get_prandom_u32() % svc->count;
-	bid = bpf_map_lookup_elem(&kiln_slots, &skey);
-	if (!bid)
-		return NULL;
-	be = bpf_map_lookup_elem(&kiln_backends, bid);
-	if (!be)
-		return NULL;
-	*backend_id = *bid;
-
-	if (svc->flags & SVC_F_AFFINITY) {
-		struct affinity_val nv = {
-			.backend_id = *bid,
-			.slot = skey.slot,
-			.last_ns = now,
-		};
-		bpf_map_update_elem(&kiln_affinity, &akey, &nv, BPF_ANY);
-	}
-	return be;
+	return pick(&t, &kiln_affinity, &akey, backend_id);
 }
 
-static __always_inline void remember(void *ctx, const struct backend *be,
-				     const struct svc_key *vip)
+/* remember records the translation of vip to be for reverse4/6: with the
+ * socket when it is being connected, else in the LRU map by socket cookie and
+ * backend. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, const struct backend *be,
+				     const struct svc_key *vip, int connecting)
 {
 	struct revnat_key rk = {};
 	struct revnat_val rv = {};
+	struct revnat_val *old;
 
+	if (connecting) {
+		struct sk_revnat *sr;
+
+		sr = bpf_sk_storage_get(&kiln_sk_revnat, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (sr) {
+			__builtin_memcpy(sr->be_addr, be->addr, sizeof(sr->be_addr));
+			__builtin_memcpy(sr->vip_addr, vip->addr, sizeof(sr->vip_addr));
+			sr->be_port = be->port;
+			sr->vip_port = vip->port;
+			return;
+		}
+	}
 	rk.cookie = bpf_get_socket_cookie(ctx);
 	__builtin_memcpy(rk.addr, be->addr, sizeof(rk.addr));
 	rk.port = be->port;
+	/* A socket sends to the same backend many times: an LRU update
+	 * replaces the element, a lookup does not. */
+	old = bpf_map_lookup_elem(&kiln_revnat, &rk);
+	if (old && old->port == vip->port && old->addr[0] == vip->addr[0] &&
+	    old->addr[1] == vip->addr[1] && old->addr[2] == vip->addr[2] &&
+	    old->addr[3] == vip->addr[3])
+		return;
 	__builtin_memcpy(rv.addr, vip->addr, sizeof(rv.addr));
 	rv.port = vip->port;
 	bpf_map_update_elem(&kiln_revnat, &rk, &rv, BPF_ANY);
+}
+
+/* lookup_revnat returns the VIP and port that backend addr:port stands for on
+ * the socket of ctx, through vip and port, or 0 when it stands for none. */
+static __always_inline int lookup_revnat(struct bpf_sock_addr *ctx, const __u32 *addr,
+					 __u16 port, __u32 *vip, __u16 *vip_port)
+{
+	struct revnat_key rk = {};
+	struct revnat_val *rv;
+	struct sk_revnat *sr;
+
+	sr = bpf_sk_storage_get(&kiln_sk_revnat, ctx->sk, 0, 0);
+	if (sr && sr->be_port == port && sr->be_addr[0] == addr[0] && sr->be_addr[1] == addr[1] &&
+	    sr->be_addr[2] == addr[2] && sr->be_addr[3] == addr[3]) {
+		__builtin_memcpy(vip, sr->vip_addr, sizeof(sr->vip_addr));
+		*vip_port = sr->vip_port;
+		return 1;
+	}
+	rk.cookie = bpf_get_socket_cookie(ctx);
+	__builtin_memcpy(rk.addr, addr, sizeof(rk.addr));
+	rk.port = port;
+	rv = bpf_map_lookup_elem(&kiln_revnat, &rk);
+	if (!rv)
+		return 0;
+	__builtin_memcpy(vip, rv->addr, sizeof(rv->addr));
+	*vip_port = rv->port;
+	return 1;
 }
 
 static __always_inline int proto_ok(__u32 proto)
@@ -159,7 +195,7 @@ static __always_inline int proto_ok(__u32 proto)
  * forward4 and forward6 translate a destination. They return 1 to let the
  * call go on (translated or not) and 0 to refuse it with ECONNREFUSED.
  */
-static __always_inline int forward4(struct bpf_sock_addr *ctx)
+static __always_inline int forward4(struct bpf_sock_addr *ctx, int connecting)
 {
 	struct svc_key key = {};
 	struct svc_val *svc;
@@ -176,18 +212,18 @@ static __always_inline int forward4(struct bpf_sock_addr *ctx)
 	svc = bpf_map_lookup_elem(&kiln_services, &key);
 	if (!svc)
 		return 1;
-	be = pick(ctx, svc, &bid);
+	be = pick_svc(ctx, svc, &bid);
 	if (!be || !is_v4mapped(be->addr)) {
 		bpf_set_retval(-ECONNREFUSED);
 		return 0;
 	}
 	ctx->user_ip4 = be->addr[3];
 	ctx->user_port = be->port;
-	remember(ctx, be, &key);
+	remember(ctx, be, &key, connecting);
 	return 1;
 }
 
-static __always_inline int forward6(struct bpf_sock_addr *ctx)
+static __always_inline int forward6(struct bpf_sock_addr *ctx, int connecting)
 {
 	struct svc_key key = {};
 	struct svc_val *svc;
@@ -206,7 +242,7 @@ static __always_inline int forward6(struct bpf_sock_addr *ctx)
 	svc = bpf_map_lookup_elem(&kiln_services, &key);
 	if (!svc)
 		return 1;
-	be = pick(ctx, svc, &bid);
+	be = pick_svc(ctx, svc, &bid);
 	/* A v4 service reached as ::ffff:VIP gets ::ffff:backend, which a
 	 * dual-stack socket connects to over IPv4. */
 	if (!be || is_v4mapped(be->addr) != is_v4mapped(key.addr)) {
@@ -218,69 +254,59 @@ static __always_inline int forward6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[2] = be->addr[2];
 	ctx->user_ip6[3] = be->addr[3];
 	ctx->user_port = be->port;
-	remember(ctx, be, &key);
+	remember(ctx, be, &key, connecting);
 	return 1;
 }
 
 static __always_inline void reverse4(struct bpf_sock_addr *ctx)
 {
-	struct revnat_key rk = {};
-	struct revnat_val *rv;
+	__u32 addr[4] = { 0, 0, bpf_htonl(0x0000ffff), ctx->user_ip4 };
+	__u32 vip[4];
+	__u16 port;
 
-	rk.cookie = bpf_get_socket_cookie(ctx);
-	rk.addr[2] = bpf_htonl(0x0000ffff);
-	rk.addr[3] = ctx->user_ip4;
-	rk.port = (__u16)ctx->user_port;
-	rv = bpf_map_lookup_elem(&kiln_revnat, &rk);
-	if (!rv || !is_v4mapped(rv->addr))
+	if (!lookup_revnat(ctx, addr, (__u16)ctx->user_port, vip, &port) || !is_v4mapped(vip))
 		return;
-	ctx->user_ip4 = rv->addr[3];
-	ctx->user_port = rv->port;
+	ctx->user_ip4 = vip[3];
+	ctx->user_port = port;
 }
 
 static __always_inline void reverse6(struct bpf_sock_addr *ctx)
 {
-	struct revnat_key rk = {};
-	struct revnat_val *rv;
+	__u32 addr[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	__u32 vip[4];
+	__u16 port;
 
-	rk.cookie = bpf_get_socket_cookie(ctx);
-	rk.addr[0] = ctx->user_ip6[0];
-	rk.addr[1] = ctx->user_ip6[1];
-	rk.addr[2] = ctx->user_ip6[2];
-	rk.addr[3] = ctx->user_ip6[3];
-	rk.port = (__u16)ctx->user_port;
-	rv = bpf_map_lookup_elem(&kiln_revnat, &rk);
-	if (!rv)
+	if (!lookup_revnat(ctx, addr, (__u16)ctx->user_port, vip, &port))
 		return;
-	ctx->user_ip6[0] = rv->addr[0];
-	ctx->user_ip6[1] = rv->addr[1];
-	ctx->user_ip6[2] = rv->addr[2];
-	ctx->user_ip6[3] = rv->addr[3];
-	ctx->user_port = rv->port;
+	ctx->user_ip6[0] = vip[0];
+	ctx->user_ip6[1] = vip[1];
+	ctx->user_ip6[2] = vip[2];
+	ctx->user_ip6[3] = vip[3];
+	ctx->user_port = port;
 }
 
 SEC("cgroup/connect4")
 int kiln_connect4(struct bpf_sock_addr *ctx)
 {
-	return forward4(ctx);
+	return forward4(ctx, 1);
 }
 
 SEC("cgroup/connect6")
 int kiln_connect6(struct bpf_sock_addr *ctx)
 {
-	return forward6(ctx);
+	return forward6(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int kiln_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return forward4(ctx);
+	return forward4(ctx, 0);
 }
 
 SEC("cgroup/sendmsg6")
 int kiln_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return forward6(ctx);
+	return forward6(ctx, 0);
 }
 
 SEC("cgroup/recvmsg4")

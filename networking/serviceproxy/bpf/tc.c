@@ -14,7 +14,8 @@
  * (backend -> client or node). Later packets of the connection follow the
  * forward entry; replies follow the reply entry, at ingress when they were
  * SNATed (they come back addressed to the node), at egress when not (a local
- * backend answers the client directly, out of the external link).
+ * backend answers the client directly, out of the external link; a reply of
+ * a local backend that comes in on an external link passes ingress as it is).
  *
  * A translated packet whose source is now a node address cannot go through the
  * kernel's input routing (a packet from outside with a local source is a
@@ -76,6 +77,7 @@ struct fe_val {
 	__u32 flags;            /* FE_F_* */
 	__u32 affinity_timeout; /* seconds, with FE_F_AFFINITY */
 	__u32 owner;            /* id of the ClusterIP service it belongs to */
+	__u32 slots[INLINE_SLOTS]; /* the first slots of table id */
 };
 
 /* One external link, by ifindex. */
@@ -310,59 +312,28 @@ static __always_inline struct fe_val *frontend(const struct pkt4 *p)
 	return bpf_map_lookup_elem(&kiln_frontends, &k);
 }
 
-/* pick chooses a backend of fe for client, as pick in sock.c does for a
- * socket, with the client's address as the affinity key. */
-static __always_inline struct backend *pick(const struct fe_val *fe, __u32 client,
-					    __u32 *backend_id)
+/* pick_fe picks a backend of fe for client (see pick in common.h), with the
+ * client's address as the affinity key. */
+static __always_inline struct backend *pick_fe(const struct fe_val *fe, __u32 client,
+					       __u32 *backend_id)
 {
 	struct tc_affinity_key akey = { .client = client, .id = fe->id };
-	struct slot_key skey = { .id = fe->id };
-	struct affinity_val *aff;
-	struct backend *be;
-	__u32 *bid;
-	__u64 now = 0;
+	struct table_ref t = {
+		.id = fe->id,
+		.count = fe->count,
+		.flags = fe->flags & FE_F_AFFINITY,
+		.affinity_timeout = fe->affinity_timeout,
+		.inl = fe->slots,
+	};
 
-	if (fe->count == 0)
-		return NULL;
-	if (fe->flags & FE_F_AFFINITY) {
-		now = bpf_ktime_get_ns();
-		aff = bpf_map_lookup_elem(&kiln_tc_affinity, &akey);
-		if (aff && aff->slot < fe->count &&
-		    now - aff->last_ns <= (__u64)fe->affinity_timeout * 1000000000ULL) {
-			skey.slot = aff->slot;
-			bid = bpf_map_lookup_elem(&kiln_slots, &skey);
-			if (bid && *bid == aff->backend_id) {
-				be = bpf_map_lookup_elem(&kiln_backends, bid);
-				if (be) {
-					aff->last_ns = now;
-					*backend_id = *bid;
-					return be;
-				}
-			}
-		}
-	}
-	skey.slot = bpf_get_prandom_u32() % fe->count;
-	bid = bpf_map_lookup_elem(&kiln_slots, &skey);
-	if (!bid)
-		return NULL;
-	be = bpf_map_lookup_elem(&kiln_backends, bid);
-	if (!be)
-		return NULL;
-	*backend_id = *bid;
-	if (fe->flags & FE_F_AFFINITY) {
-		struct affinity_val nv = { .backend_id = *bid, .slot = skey.slot, .last_ns = now };
-
-		bpf_map_update_elem(&kiln_tc_affinity, &akey, &nv, BPF_ANY);
-	}
-	return be;
+	return pick(&t, &kiln_tc_affinity, &akey, backend_id);
 }
 
 /* alive reports whether a forward entry's backend is still the one it
  * names: a backend that went away (or whose ID was reused) is picked anew. */
 static __always_inline int alive(const struct ct_val *ct)
 {
-	__u32 bid = ct->backend_id;
-	struct backend *be = bpf_map_lookup_elem(&kiln_backends, &bid);
+	struct backend *be = backend_of(ct->backend_id);
 
 	return be && be->addr[3] == ct->daddr && be->port == ct->dport && is_v4mapped(be->addr);
 }
@@ -385,7 +356,12 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	if (!load4(skb, &p))
 		return TCX_NEXT;
 
-	/* A reply to a translated flow. */
+	/* A reply to a translated flow. Only a SNATed flow's replies are
+	 * translated here: they come back addressed to the node. A local
+	 * backend's reply goes to the client itself and is translated on its
+	 * way out (kiln_tc_egress); one that comes in on an external link (the
+	 * backend sits behind it) is routed by the kernel as it is, since its
+	 * source rewritten to the frontend would be a martian. */
 	rk.saddr = p.saddr;
 	rk.daddr = p.daddr;
 	rk.sport = p.sport;
@@ -393,8 +369,11 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	rk.proto = p.proto;
 	rk.dir = CT_DIR_REV;
 	ct = bpf_map_lookup_elem(&kiln_ct, &rk);
-	if (ct)
+	if (ct) {
+		if (!(ct->flags & CT_F_SNAT))
+			return TCX_NEXT;
 		return apply(skb, &p, ct, 1);
+	}
 
 	fe = frontend(&p);
 	if (!fe)
@@ -410,7 +389,7 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
 	if (!link)
 		return TCX_NEXT;
-	be = pick(fe, p.saddr, &bid);
+	be = pick_fe(fe, p.saddr, &bid);
 	if (!be || !is_v4mapped(be->addr))
 		return TCX_DROP;
 	if (!(fe->flags & FE_F_LOCAL) && !(be->flags & BE_F_LOCAL)) {

@@ -1,0 +1,70 @@
+//go:build linux
+
+package serviceproxy
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kiln-os/kiln/tools/qemu"
+	"github.com/kiln-os/kiln/tools/qemu/qemutest"
+	"github.com/kiln-os/kiln/tools/qemu/vmtest"
+)
+
+// inKernelTests are the privileged datapath tests TestQemuServiceProxyInKernel runs
+// in a guest with the node's pinned Debian kernel: the cgroup sock_addr programs
+// (ClusterIP TCP/UDP over v4, v6 and v4-mapped, no endpoints refused, affinity),
+// restart with pinned links, the TCX NodePort programs with real traffic over veth
+// (including the Local policy) and the TC programs under BPF_PROG_TEST_RUN.
+var inKernelTests = []string{
+	"TestClusterIP",
+	"TestRestart",
+	"TestOpenRejectsNonBPFFS",
+	"TestOpenReplacesOldLayout",
+	"TestNodePort",
+	"TestTCPrograms",
+}
+
+// inKernelModules are what inKernelTests need beyond the Debian kernel's built-ins
+// (BPF syscall and JIT, cgroup BPF, cgroup2, bpffs, TCX are built in; TCX needs no
+// qdisc): veth for the NodePort topology.
+var inKernelModules = []string{"veth"}
+
+// TestQemuServiceProxyInKernel builds this package's tests, boots the pinned Debian
+// kernel (the one a node runs) in QEMU, runs inKernelTests there as root and requires
+// each to pass, not skip: the verifier of that kernel accepts the programs and they
+// balance, translate and survive restarts there, not only on the build host's newer
+// kernel. In the guest, the tests make their own sandbox as on the host (TestMain's
+// private network and mount namespaces, a private bpffs and cgroup2 mount, a child
+// cgroup).
+func TestQemuServiceProxyInKernel(t *testing.T) {
+	if os.Getenv(vmtest.GuestEnv) == "1" {
+		t.Skip("already inside a vmtest guest")
+	}
+	arch := qemu.HostArch()
+	qemutest.NeedQEMU(t, arch)
+	qemutest.Kernel(t, arch)
+	bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking/serviceproxy")
+	r := vmtest.Boot(t, vmtest.Options{
+		Arch:    arch,
+		Modules: inKernelModules,
+		Args:    []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
+		// Hang protection: under TCG on a busy 2-core host the run takes minutes.
+		Timeout: 15 * time.Minute,
+	}, bin)
+	t.Logf("guest output:\n%s", r.Output)
+	if r.ExitCode != 0 {
+		t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+	}
+	for _, name := range inKernelTests {
+		switch {
+		case regexp.MustCompile(`(?m)^--- SKIP: ` + name + ` `).MatchString(r.Output):
+			t.Errorf("%s skipped in the guest; the node's kernel must run it", name)
+		case !regexp.MustCompile(`(?m)^--- PASS: ` + name + ` `).MatchString(r.Output):
+			t.Errorf("%s did not pass in the guest", name)
+		}
+	}
+}
