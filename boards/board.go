@@ -86,8 +86,13 @@ type Kernel struct {
 // Modules are kernel module names (as in modinfo name=, dashes or underscores). The
 // builder adds every dependency; modules built into the kernel are skipped.
 type Modules struct {
-	// Early modules go into the initramfs: what init needs to find and mount the root
-	// and the disks (block, storage buses, filesystems, dm-verity).
+	// Initramfs names the modules the initramfs carries (with their dependencies):
+	// what mounting the root squashfs needs (loop, squashfs). Every module, these too,
+	// is also in the root filesystem.
+	Initramfs []string
+	// Early modules load first after the switch of root, beside machined's start: the
+	// disks' drivers (block, storage buses) when coldplug finds their devices, and the
+	// filesystems of the disk layout.
 	Early []string
 	// Late modules go into the root filesystem and are loaded by modalias or on demand.
 	Late []string

@@ -8,13 +8,17 @@ type generic struct {
 	console string
 }
 
+// genericInitramfs: the initramfs holds the root squashfs image, which init mounts
+// through a loop device before anything else loads.
+var genericInitramfs = []string{"loop", "squashfs"}
+
 // Early modules: block and storage drivers, the root squashfs, the filesystems of the
 // disk layout (nls_ascii: Debian's FAT default iocharset; crc32c_generic: ext4 asks the
 // crypto API for it at mount time, which no dependency records). virtio, virtio_pci,
 // devtmpfs and serial are built in. Init loads a driver (a module with bus aliases:
 // ahci, nvme, usb_storage, …) only when coldplug finds its device, so a long list costs
-// a VM nothing; the others (filesystems, loop) load every boot, before machined starts,
-// so keep them to what the first mounts need.
+// a VM nothing; the others (filesystems) load every boot, beside machined's start and
+// before its first mounts, so keep them to what those mounts need.
 var genericEarly = []string{
 	"virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "sr_mod", "mmc_block", "sdhci_pci",
 	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "vfat", "nls_cp437",
@@ -40,8 +44,10 @@ func (g generic) Kernel() Kernel {
 	}
 }
 
-func (g generic) Modules() Modules { return Modules{Early: genericEarly, Late: genericLate} }
-func (g generic) Console() string  { return g.console }
+func (g generic) Modules() Modules {
+	return Modules{Initramfs: genericInitramfs, Early: genericEarly, Late: genericLate}
+}
+func (g generic) Console() string { return g.console }
 
 func (g generic) KernelArgs() []string {
 	args := []string{"quiet", "panic=-1", "init_on_alloc=1", "slab_nomerge"}

@@ -1,19 +1,19 @@
 // Command init is Kiln's PID 1. It runs from the initramfs: mounts the kernel
-// filesystems, loads the modules the root mount needs (loop, squashfs) and, beside the
-// root mount, the filesystems every boot needs, mounts the root squashfs read-only
-// through a loop device, switches into the root, and then supervises machined (restart
-// with backoff, orphan reaping) until machined or the kernel asks for a reboot or
-// power-off, which it carries out in order. Right after the switch it starts machined
-// and a child of itself that loads the device drivers (by coldplug) and the late
-// modules while machined starts (creating handoff.DriversLoaded and
-// handoff.ModulesLoaded), then re-executes itself as the supervisor, which adopts
-// machined.
+// filesystems, loads the modules the root mount needs (loop, squashfs), mounts the root
+// squashfs read-only through a loop device, switches into the root, and then
+// supervises machined (restart with backoff, orphan reaping) until machined or the
+// kernel asks for a reboot or power-off, which it carries out in order. Right after
+// the switch it starts machined and a child of itself that loads, while machined
+// starts, the filesystems, the network and other device drivers (by coldplug) and the
+// late modules, marking each step for machined (package handoff); then it
+// re-executes itself as the supervisor, which adopts machined.
 //
 // Nothing else runs: there is no shell. Settings come from the kernel command line
 // (see internal/cmdline); logs go to /dev/kmsg.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -107,33 +107,18 @@ func run(_ []string) error {
 		log.Warn("disable hard Ctrl-Alt-Del", "err", err)
 	}
 
-	// Only what the path to machined needs loads before the switch: what mounting the
-	// root needs (loop and squashfs, unless built in) and, beside the root mount, the
-	// filesystems every boot mounts (the board's early modules without device
-	// aliases). Device drivers load after the switch, in a child of the supervising
-	// init (loadDrivers) while machined starts: a slow probe (ahci waits for its SATA
-	// links) then delays only the disks behind it, which machined waits for.
+	// Only what mounting the root needs loads before the switch (loop and squashfs,
+	// unless built in): machined's start is the longest step of a boot under emulation,
+	// so it begins as early as it can. Everything else loads after the switch, in a
+	// child of init beside machined's start (loadDrivers), which marks in init/handoff
+	// what machined waits for: the filesystems before its mounts, the network drivers
+	// before its links.
 	start := time.Now()
-	var wg sync.WaitGroup
-	var set *modules.Set
 	if params.Modules {
-		var err error
-		if set, err = moduleSet("/", release, log); err != nil {
+		if set, err := moduleSet("/", release, log); err != nil {
 			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
-			set = nil
-		} else {
-			// The initramfs holds the early modules, the new root (once mounted) all.
-			set.StageRoots = map[string]string{modules.Late: newRoot}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := set.LoadModules(set.Manifest.Unconditional(modules.Early)); err != nil {
-					log.Error("filesystem modules", "err", err)
-				}
-			}()
-			if err := set.LoadProviders(rootNeeds()...); err != nil {
-				log.Error("modules for the root filesystem", "err", err)
-			}
+		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
+			log.Error("modules for the root filesystem", "err", err)
 		}
 	}
 
@@ -141,21 +126,7 @@ func run(_ []string) error {
 	if err != nil {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
-	log.Info("root mounted", "image", params.Root, "dev", dev)
-	if set != nil {
-		// The hardware random number driver (virtio_rng in a VM) from the new root, now:
-		// machined's TLS keys and Go's runtime wait for the kernel's random pool.
-		as, err := modules.BusModaliases("/sys/bus")
-		if err == nil {
-			err = set.Load(set.Manifest.EntropyDrivers(as)...)
-		}
-		if err != nil {
-			log.Warn("entropy drivers", "err", err)
-		}
-	}
-	// The switch deletes the initramfs' files: the loads from it end first.
-	wg.Wait()
-	log.Info("early modules loaded", "took", time.Since(start).Round(time.Millisecond))
+	log.Info("root mounted", "image", params.Root, "dev", dev, "took", time.Since(start).Round(time.Millisecond))
 
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
@@ -252,9 +223,10 @@ func moduleSet(root, release string, log *slog.Logger) (*modules.Set, error) {
 	return &modules.Set{Manifest: m, Root: root, Loader: modules.Finit{}, Log: log, Parallel: moduleParallel}, nil
 }
 
-// moduleParallel is how many modules init inserts at once: enough to keep both vCPUs
-// of a small VM busy while one module's init waits.
-const moduleParallel = 4
+// moduleParallel is how many modules init inserts at once: two, so that a driver whose
+// init waits for its hardware (ahci probing its SATA links) does not hold up the
+// others, while machined, starting at the same time, keeps a CPU of a small VM.
+const moduleParallel = 2
 
 // rootNeeds are the module requests mounting the root squashfs through a loop device
 // makes (what the kernel would ask modprobe for).
@@ -292,6 +264,8 @@ func startDrivers(enabled bool, log *slog.Logger) {
 }
 
 func markDriversDone(log *slog.Logger) {
+	mark(handoff.FilesystemsLoaded, log)
+	mark(handoff.NetworkDriversLoaded, log)
 	mark(handoff.DriversLoaded, log)
 	mark(handoff.ModulesLoaded, log)
 }
@@ -307,11 +281,13 @@ func mark(path string, log *slog.Logger) {
 	}
 }
 
-// loadDrivers runs in a child of init, beside machined: it loads, by
-// coldplug, the drivers of the devices present and creates handoff.DriversLoaded, then
-// loads the board's late modules (bridge, netfilter, overlay, …) and exits. Modules
-// come from the root, which holds every one; those init loaded before the switch are
-// skipped.
+// loadDrivers runs in a child of init, beside machined. It loads, all at once, the
+// board's early filesystems with the hardware random number drivers, the drivers of
+// the network devices present, and by coldplug the drivers of every device, marking
+// each group done for machined (handoff.FilesystemsLoaded, NetworkDriversLoaded,
+// DriversLoaded) as it completes; then the board's late modules (ModulesLoaded), and
+// exits. Modules come from the root, which holds every one; those init loaded before
+// the switch are skipped.
 func loadDrivers() error {
 	runtime.GOMAXPROCS(runtime.NumCPU())
 	debug.SetMemoryLimit(64 << 20)
@@ -330,18 +306,48 @@ func loadDrivers() error {
 	if err := set.AdoptLoaded("/proc/modules"); err != nil {
 		log.Warn("modules loaded before the switch", "err", err)
 	}
-	loaded, err := set.Coldplug(func() ([]string, error) { return modules.BusModaliases("/sys/bus") }, 4)
+	scan := func() ([]string, error) { return modules.BusModaliases("/sys/bus") }
+	aliases, err := scan()
+	if err != nil {
+		log.Error("scan devices", "err", err)
+	}
+	// What machined waits for loads in groups beside each other and beside coldplug,
+	// which loads the drivers of every device (a slow one, ahci probing its SATA links,
+	// then holds up no group). All share the set's parallelism, and a module one of
+	// them is inserting is waited for by the others, not inserted twice.
+	var wg sync.WaitGroup
+	group := func(name, done string, load func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := load(); err != nil {
+				log.Error(name, "err", err)
+			}
+			log.Info(name+" loaded", "took", time.Since(start).Round(time.Millisecond))
+			mark(done, log)
+		}()
+	}
+	group("filesystems", handoff.FilesystemsLoaded, func() error {
+		// The random number drivers first: machined's keys wait for the random pool.
+		return errors.Join(set.Load(set.Manifest.EntropyDrivers(aliases)...),
+			set.LoadModules(set.Manifest.Unconditional(modules.Early)))
+	})
+	group("network drivers", handoff.NetworkDriversLoaded, func() error {
+		return set.Load(set.Manifest.NetworkDrivers(aliases)...)
+	})
+	loaded, err := set.Coldplug(scan, 4)
 	if err != nil {
 		log.Error("coldplug", "err", err)
 	}
+	wg.Wait()
 	log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
 	// machined waits for the drivers (its disk, its links) first; for the late
 	// modules only when it applies a stored configuration.
 	mark(handoff.DriversLoaded, log)
 	// The late modules are not on machined's path: they load one at a time from this
 	// goroutine's own thread at the lowest priority, so that under TCG, where every
-	// cycle counts, their decompression does not slow machined's start. (A nice value
-	// is per thread on Linux; Parallel 1 loads inline, on the locked thread.)
+	// cycle counts, they do not slow machined's start. (A nice value is per thread on
+	// Linux; Parallel 1 loads inline, on the locked thread.)
 	runtime.LockOSThread()
 	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
 		log.Warn("lower the priority of the late modules", "err", err)

@@ -66,6 +66,11 @@ func modules(t *testing.T, b boards.Board) {
 			seen[n] = set
 		}
 	}
+	for _, name := range m.Initramfs {
+		if _, ok := seen[strings.ReplaceAll(name, "-", "_")]; !ok {
+			t.Errorf("initramfs module %q is in neither Early nor Late: the manifest would lack it", name)
+		}
+	}
 	if _, ok := seen["squashfs"]; !ok {
 		t.Errorf("Modules() lacks squashfs: init cannot mount the root")
 	}

@@ -101,11 +101,7 @@ func packageFile(st *inputs.Store, f boards.FileFromPackage) ([]byte, error) {
 }
 
 // addModules puts the module files of the given stages and the manifest into t.
-func addModules(t *fstree.Tree, k *kernel.Extracted, stages ...kmod.Stage) error {
-	var mods []kmod.Module
-	for _, s := range stages {
-		mods = append(mods, k.Manifest.Stage(s)...)
-	}
+func addModules(t *fstree.Tree, k *kernel.Extracted, mods []kmod.Module) error {
 	for _, m := range mods {
 		if err := t.AddFile(m.Path, 0o644, k.ModulePath(m)); err != nil {
 			return err
@@ -149,7 +145,7 @@ func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string
 	}
 	// The root holds every module of the manifest, early ones too: after the switch to
 	// the root, init's coldplug may load any manifest module by its path.
-	if err := addModules(t, k, kmod.Early, kmod.Late); err != nil {
+	if err := addModules(t, k, k.Manifest.Modules); err != nil {
 		return nil, err
 	}
 	if comps != nil {
@@ -183,7 +179,13 @@ func initramfsTree(o *Options, k *kernel.Extracted, initBin, rootImage string) (
 	if err := t.AddData("etc/os-release", 0o644, []byte(osRelease(o.Board, o.Version))); err != nil {
 		return nil, err
 	}
-	if err := addModules(t, k, kmod.Early); err != nil {
+	// Only what mounting the root needs: every other module loads from the root, and a
+	// smaller initramfs is less for the kernel to unpack at every boot.
+	mods, err := k.Manifest.WithDeps(o.Board.Modules().Initramfs)
+	if err != nil {
+		return nil, err
+	}
+	if err := addModules(t, k, mods); err != nil {
 		return nil, err
 	}
 	if err := t.AddFile(RootImage, 0o644, rootImage); err != nil {

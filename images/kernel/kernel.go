@@ -27,7 +27,7 @@ import (
 )
 
 // cacheVersion changes whenever the cache's layout or content rules change.
-const cacheVersion = "kiln-kernel-1"
+const cacheVersion = "kiln-kernel-2"
 
 // Extracted is a kernel taken out of its package, in a cache directory.
 type Extracted struct {
@@ -120,7 +120,7 @@ func extract(debPath string, b boards.Board, dir string) error {
 	modDir := "lib/modules/" + rel + "/"
 	image, config := "boot/vmlinuz-"+rel, "boot/config-"+rel
 	var builtin []byte
-	kos := map[string][]byte{} // module name → compressed file
+	kos := map[string][]byte{} // module name → uncompressed file
 	paths := map[string]string{}
 	err := deb.Walk(debPath, func(h *tar.Header, r io.Reader) error {
 		if h.Typeflag != tar.TypeReg {
@@ -144,7 +144,12 @@ func extract(debPath string, b boards.Board, dir string) error {
 			if err != nil {
 				return fmt.Errorf("read %s: %w", h.Name, err)
 			}
-			kos[n], paths[n] = data, h.Name
+			// Kept uncompressed (kmod.Decompress says why); the manifest names the .ko.
+			name, raw, err := kmod.Decompress(h.Name, data)
+			if err != nil {
+				return err
+			}
+			kos[n], paths[n] = raw, name
 		}
 		return nil
 	})

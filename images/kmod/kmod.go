@@ -39,18 +39,31 @@ func NameFromPath(p string) string {
 	return ""
 }
 
+// Decompress returns a module file's uncompressed name and contents: a .ko.xz is
+// decompressed (to .ko), anything else returned as it is. Images carry modules
+// uncompressed: the initramfs and the root squashfs compress them anyway, and the kernel
+// then inserts them without its own single-threaded decompression on every boot. The
+// module signature sits inside the compressed data and survives.
+func Decompress(name string, data []byte) (string, []byte, error) {
+	if !strings.HasSuffix(name, ".xz") {
+		return name, data, nil
+	}
+	r, err := xz.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return "", nil, fmt.Errorf("module %s: %w", name, err)
+	}
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return "", nil, fmt.Errorf("module %s: decompress: %w", name, err)
+	}
+	return strings.TrimSuffix(name, ".xz"), raw, nil
+}
+
 // ReadInfo parses the .modinfo section of a module file, decompressing .ko.xz first.
 func ReadInfo(name string, data []byte) (Info, error) {
-	if strings.HasSuffix(name, ".xz") {
-		r, err := xz.NewReader(bytes.NewReader(data))
-		if err != nil {
-			return Info{}, fmt.Errorf("module %s: %w", name, err)
-		}
-		raw, err := io.ReadAll(r)
-		if err != nil {
-			return Info{}, fmt.Errorf("module %s: decompress: %w", name, err)
-		}
-		data = raw
+	name, data, err := Decompress(name, data)
+	if err != nil {
+		return Info{}, err
 	}
 	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
@@ -236,6 +249,53 @@ func Resolve(src Source, early, late []string) (*Manifest, error) {
 	}
 	sort.Strings(m.Builtin)
 	return m, nil
+}
+
+// WithDeps returns the named modules and everything they depend on, in load order.
+// A name built into the kernel is skipped; one the manifest lacks is an error.
+func (m *Manifest) WithDeps(names []string) ([]Module, error) {
+	index := map[string]int{}
+	for i, mod := range m.Modules {
+		index[mod.Name] = i
+	}
+	builtin := map[string]bool{}
+	for _, n := range m.Builtin {
+		builtin[n] = true
+	}
+	want := map[int]bool{}
+	var visit func(name string) error
+	visit = func(name string) error {
+		name = Normalize(name)
+		i, ok := index[name]
+		if !ok {
+			if builtin[name] {
+				return nil
+			}
+			return fmt.Errorf("module %s: not in the manifest", name)
+		}
+		if want[i] {
+			return nil
+		}
+		want[i] = true
+		for _, d := range m.Modules[i].Depends {
+			if err := visit(d); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n); err != nil {
+			return nil, err
+		}
+	}
+	var out []Module
+	for i, mod := range m.Modules {
+		if want[i] {
+			out = append(out, mod)
+		}
+	}
+	return out, nil
 }
 
 // Stage returns the modules of one stage, in load order.

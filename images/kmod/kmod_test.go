@@ -85,6 +85,28 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+func TestWithDeps(t *testing.T) {
+	m, err := Resolve(fakeSource(), []string{"virtio-blk", "ext4"}, []string{"virtio_net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	mods, err := m.WithDeps([]string{"virtio_net", "virtio_blk", "jbd2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range mods {
+		got = append(got, mod.Name)
+	}
+	want := []string{"crc16", "jbd2", "failover", "net_failover", "virtio_net"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("WithDeps (-want +got):\n%s", diff)
+	}
+	if _, err := m.WithDeps([]string{"nowhere"}); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("WithDeps of a module not in the manifest: err = %v, want one naming it", err)
+	}
+}
+
 func TestResolveErrors(t *testing.T) {
 	tests := []struct {
 		name  string

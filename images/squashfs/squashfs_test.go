@@ -59,3 +59,45 @@ func TestWriteList(t *testing.T) {
 		}
 	}
 }
+
+func TestUncompressed(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("needs mksquashfs: %v", err)
+	}
+	data := bytes.Repeat([]byte("compressible "), 1<<16) // 832 KiB
+	tr := fstree.New()
+	for _, err := range []error{
+		tr.AddData("sbin/machined", 0o755, data),
+		tr.AddData("usr/bin/other", 0o755, data[:1<<19]),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	size := func(name string, o Options) int64 {
+		t.Helper()
+		o.Epoch, o.TempDir = 1735689600, dir
+		p := filepath.Join(dir, name)
+		if err := Write(context.Background(), tr, p, o); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	packed := size("packed.sqfs", Options{})
+	raw := size("raw.sqfs", Options{Uncompressed: []string{"sbin/machined"}})
+	if raw < int64(len(data)) || packed >= int64(len(data))/4 {
+		t.Errorf("image sizes: %d with sbin/machined uncompressed, %d without; want the first to hold its %d bytes as they are and the second far smaller",
+			raw, packed, len(data))
+	}
+	if raw > int64(len(data))+int64(len(data))/8 {
+		t.Errorf("image with only sbin/machined uncompressed is %d bytes: usr/bin/other was not compressed", raw)
+	}
+	if err := Write(context.Background(), tr, filepath.Join(dir, "bad.sqfs"), Options{TempDir: dir, Uncompressed: []string{"a b"}}); err == nil {
+		t.Error("a path with a space: no error")
+	}
+}

@@ -1,7 +1,25 @@
 // Package handoff holds what Kiln's init and machined agree on at run time: paths init
 // creates for machined to read. It has no code, so machined can import it without
 // pulling in init.
+//
+// Init loads, in a child beside machined's start, first the filesystems every boot
+// mounts, the hardware random number drivers and the drivers of the network devices
+// present (FilesystemsLoaded, NetworkDriversLoaded), then the drivers of every other
+// device coldplug finds (DriversLoaded), then the board's late modules
+// (ModulesLoaded). Each mark is an empty file; a later mark implies the earlier ones.
 package handoff
+
+// FilesystemsLoaded is created once the modules of the filesystems on the system disk
+// (vfat, ext4 and what they need) and the hardware random number drivers are loaded or
+// have failed. machined waits for it before it mounts STATE and EPHEMERAL.
+const FilesystemsLoaded = "/run/kiln/filesystems-loaded"
+
+// NetworkDriversLoaded is created once the drivers of the network devices present when
+// init's driver loading started are loaded or have failed (modules under
+// kernel/drivers/net matched by coldplug's first scan). machined waits for it before it
+// lists the links it names the node after and brings up. A NIC found later (behind a
+// USB hub that enumerates late) appears as a link when its driver loads.
+const NetworkDriversLoaded = "/run/kiln/network-drivers-loaded"
 
 // DriversLoaded is created (empty) by init once every device driver that coldplug found
 // is loaded or has failed. Until it exists, a disk may still be appearing: machined

@@ -292,11 +292,30 @@ func (d *Daemon) Start(ctx context.Context) error {
 		certc <- r
 	}()
 	var err error
-	d.store, err = store.Open(d.opts.StateDir, d.log)
-	cr := <-certc
-	if err != nil {
+	if d.store, err = store.Open(d.opts.StateDir, d.log); err != nil {
+		<-certc
 		return err
 	}
+	if err := d.takeStaged(); err != nil {
+		<-certc
+		return err
+	}
+	raw, loadErr := d.store.Load()
+	// In maintenance mode the host name and the network come up while the key is
+	// made: the node's address is what its user waits for.
+	early := func(name string) bool { return name == "hostname" || name == "network" }
+	earlyDone := false
+	if errors.Is(loadErr, store.ErrNoConfig) && !fileExists(filepath.Join(d.opts.StateDir, seedName))() {
+		d.mu.Lock()
+		err := d.reconcileSome(ctx, nil, early)
+		d.mu.Unlock()
+		earlyDone = true
+		if err != nil {
+			<-certc
+			return fmt.Errorf("maintenance mode: %w", err)
+		}
+	}
+	cr := <-certc
 	if cr.err != nil {
 		return cr.err
 	}
@@ -322,16 +341,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 
-	if err := d.takeStaged(); err != nil {
-		return err
-	}
 	beforeActivate := func() {
 		if d.opts.BeforeActivate != nil {
 			d.opts.BeforeActivate()
 		}
 	}
-	raw, err := d.store.Load()
-	switch {
+	switch err := loadErr; {
 	case errors.Is(err, store.ErrNoConfig):
 		if err != store.ErrNoConfig { // wrapped: files exist but are torn or corrupt
 			d.log.Warn("no usable stored configuration", "err", err)
@@ -360,7 +375,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	var merr error
 	if d.cfg == nil {
 		// Maintenance mode still has a host name and a network to reach it by.
-		merr = d.reconcile(ctx, nil)
+		merr = d.reconcileSome(ctx, nil, func(name string) bool { return !earlyDone || !early(name) })
 	}
 	d.mu.Unlock()
 	if merr != nil {

@@ -44,10 +44,10 @@ type NodeOptions struct {
 	// SysClassBlock, DevDir, Cmdline and MountsPath are /sys/class/block,
 	// /dev, /proc/cmdline and /proc/self/mounts when empty.
 	SysClassBlock, DevDir, Cmdline, MountsPath string
-	// DriversLoaded and ModulesLoaded are the files init creates once the device
-	// drivers, and then the late modules, are loaded (handoff.DriversLoaded and
-	// handoff.ModulesLoaded when empty).
-	DriversLoaded, ModulesLoaded string
+	// FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded and ModulesLoaded are
+	// the files init creates once the filesystems, the network drivers, every device
+	// driver and then the late modules are loaded (the handoff constants when empty).
+	FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded, ModulesLoaded string
 }
 
 // How long machined looks for the system disk while init still loads drivers: a
@@ -93,8 +93,12 @@ func waitFile(path string, poll, limit time.Duration) bool {
 }
 
 // WaitModules waits (for at most a few minutes) until init has loaded the late
-// modules: bridge, bonding, netfilter and the like, which a configuration may need.
+// modules: bridge, bonding, netfilter and the like, which a configuration may need;
+// and until EPHEMERAL is mounted on /var, where its services keep their data.
 func (n *Node) WaitModules() {
+	if n.varDone != nil {
+		<-n.varDone
+	}
 	start := time.Now()
 	if !waitFile(n.modulesLoaded, diskPoll, diskWait) {
 		n.log.Warn("late modules still loading; going on", "waited", diskWait)
@@ -119,7 +123,7 @@ type Node struct {
 	mounts        string
 	mounted       []string // by this machined, in mount order
 	modulesLoaded string
-	grown         chan struct{} // closed when growing EPHEMERAL is over; nil: no growing
+	varDone       chan struct{} // closed when mounting and growing EPHEMERAL is over; nil: no EPHEMERAL
 
 	StateDir, LogDir string
 	// Debug is kiln.debug on the kernel command line: debug actions and
@@ -153,6 +157,8 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	def(&opts.DevDir, "/dev")
 	def(&opts.Cmdline, "/proc/cmdline")
 	def(&opts.MountsPath, "/proc/self/mounts")
+	def(&opts.FilesystemsLoaded, handoff.FilesystemsLoaded)
+	def(&opts.NetworkDriversLoaded, handoff.NetworkDriversLoaded)
 	def(&opts.DriversLoaded, handoff.DriversLoaded)
 	def(&opts.ModulesLoaded, handoff.ModulesLoaded)
 	n := &Node{log: opts.Log, mounts: opts.MountsPath, LogDir: filepath.Join(VarMount, "log"), modulesLoaded: opts.ModulesLoaded}
@@ -172,6 +178,10 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		n.StateDir = stateFallback
 	} else {
 		n.log.Info("system disk", "disk", disk.Dev)
+		// vfat and ext4 load beside machined's start.
+		if !waitFile(opts.FilesystemsLoaded, diskPoll, diskWait) {
+			n.log.Warn("filesystem modules still loading; mounting anyway", "waited", diskWait)
+		}
 		n.StateDir = StateMount
 		if err := os.MkdirAll(StateMount, 0o755); err != nil {
 			// A root filesystem without /system/state (it is read-only).
@@ -180,34 +190,22 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		} else if err := n.mount(disk, platform.LabelState, StateMount); err != nil {
 			return nil, err
 		}
-		if err := n.mount(disk, platform.LabelEphemeral, VarMount); err != nil {
-			// An EPHEMERAL without a filesystem (an image written before the
-			// builder formatted it): /var stays init's tmpfs.
-			n.log.Error("EPHEMERAL not mounted; /var stays in memory", "err", err)
-			fmt.Fprintf(opts.Console, "[kiln] WARNING: EPHEMERAL not mounted (%v); /var is in memory\n", err)
-		} else {
-			// Growing is online and nothing at boot needs the space: it runs beside
-			// the rest of the start (Unmount waits for it).
-			n.grown = make(chan struct{})
-			go func() {
-				defer close(n.grown)
-				if res, err := platform.GrowEphemeral(disk, VarMount, n.log); err != nil {
-					n.log.Error("grow EPHEMERAL", "err", err)
-				} else if res.PartitionGrown {
-					fmt.Fprintf(opts.Console, "[kiln] EPHEMERAL grown from %d to %d MiB\n", res.OldBytes>>20, res.NewBytes>>20)
-				}
-			}()
-		}
+		// EPHEMERAL (/var) is mounted and grown beside the rest of the start: nothing
+		// before a configuration's services uses /var, and they wait for it
+		// (WaitModules). Unmount waits for it too.
+		n.varDone = make(chan struct{})
+		go func() {
+			defer close(n.varDone)
+			n.mountEphemeral(disk, opts.Console)
+		}()
 	}
-	for _, dir := range []string{n.StateDir, n.LogDir} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
+	if err := os.MkdirAll(n.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 
 	// The fallback host name comes from the first NIC's address: its driver first.
-	if !waitFile(opts.DriversLoaded, diskPoll, diskWait) {
-		n.log.Warn("drivers still loading; network links may be missing", "waited", diskWait)
+	if !waitFile(opts.NetworkDriversLoaded, diskPoll, diskWait) {
+		n.log.Warn("network drivers still loading; network links may be missing", "waited", diskWait)
 	}
 	if ls, err := link.List(); err != nil {
 		n.log.Warn("list network links", "err", err)
@@ -223,6 +221,26 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	})
 	n.Time = &timesync.Service{Clock: timesync.SystemClock{}, Log: n.log.With("component", "time")}
 	return n, nil
+}
+
+// mountEphemeral mounts EPHEMERAL on /var and grows it to fill the disk. Without it
+// (an image written before the builder formatted it) /var stays init's tmpfs.
+func (n *Node) mountEphemeral(disk *platform.Disk, console io.Writer) {
+	defer func() {
+		if err := os.MkdirAll(n.LogDir, 0o755); err != nil {
+			n.log.Error("log directory", "err", err)
+		}
+	}()
+	if err := n.mount(disk, platform.LabelEphemeral, VarMount); err != nil {
+		n.log.Error("EPHEMERAL not mounted; /var stays in memory", "err", err)
+		fmt.Fprintf(console, "[kiln] WARNING: EPHEMERAL not mounted (%v); /var is in memory\n", err)
+		return
+	}
+	if res, err := platform.GrowEphemeral(disk, VarMount, n.log); err != nil {
+		n.log.Error("grow EPHEMERAL", "err", err)
+	} else if res.PartitionGrown {
+		fmt.Fprintf(console, "[kiln] EPHEMERAL grown from %d to %d MiB\n", res.OldBytes>>20, res.NewBytes>>20)
+	}
 }
 
 // mount mounts a partition of the system disk unless it is mounted there
@@ -263,8 +281,8 @@ func mountedAt(mountsPath, dev, target string) bool {
 // Unmount syncs and unmounts what PrepareNode mounted, in reverse order; a busy
 // filesystem is remounted read-only instead. Init unmounts whatever is left.
 func (n *Node) Unmount() error {
-	if n.grown != nil {
-		<-n.grown
+	if n.varDone != nil {
+		<-n.varDone
 	}
 	unix.Sync()
 	var errs []error

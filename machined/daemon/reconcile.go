@@ -30,7 +30,16 @@ func (d *Daemon) reconcilers() []reconciler {
 
 // reconcile runs every reconciler for cfg. Called with d.mu held.
 func (d *Daemon) reconcile(ctx context.Context, cfg *config.Config) error {
+	return d.reconcileSome(ctx, cfg, func(string) bool { return true })
+}
+
+// reconcileSome runs, in order, the reconcilers for cfg whose name want accepts.
+// Called with d.mu held.
+func (d *Daemon) reconcileSome(ctx context.Context, cfg *config.Config, want func(name string) bool) error {
 	for _, r := range d.reconcilers() {
+		if !want(r.name) {
+			continue
+		}
 		if err := r.run(ctx, cfg); err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}

@@ -19,8 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
-	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	"github.com/kiln-os/kiln/machined/api/machine"
@@ -268,36 +266,6 @@ var calls = map[string]func(ctx context.Context, cc *grpc.ClientConn) error{
 	roles.HealthWatch: func(ctx context.Context, cc *grpc.ClientConn) error {
 		s, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
 		if err != nil {
-			return err
-		}
-		_, err = s.Recv()
-		return err
-	},
-	roles.ReflectionV1: func(ctx context.Context, cc *grpc.ClientConn) error {
-		s, err := reflectionv1.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
-		if err != nil {
-			return err
-		}
-		// Send reports io.EOF when the server already ended the stream;
-		// the status then comes from Recv.
-		if err := s.Send(&reflectionv1.ServerReflectionRequest{
-			MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{},
-		}); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		_, err = s.Recv()
-		return err
-	},
-	roles.ReflectionV1Alph: func(ctx context.Context, cc *grpc.ClientConn) error {
-		s, err := reflectionv1alpha.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
-		if err != nil {
-			return err
-		}
-		// Send reports io.EOF when the server already ended the stream;
-		// the status then comes from Recv.
-		if err := s.Send(&reflectionv1alpha.ServerReflectionRequest{
-			MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{},
-		}); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 		_, err = s.Recv()

@@ -190,12 +190,24 @@ func (m *Manifest) Match(modalias string) []string {
 // lets the kernel's random pool initialise before programs block on getrandom(2):
 // under emulation, without a hardware source, that wait lasts seconds.
 func (m *Manifest) EntropyDrivers(modaliases []string) []string {
+	return m.driversUnder(modaliases, "/char/hw_random/")
+}
+
+// NetworkDrivers returns the names of the network device drivers (modules under
+// kernel/drivers/net) whose aliases match one of modaliases.
+func (m *Manifest) NetworkDrivers(modaliases []string) []string {
+	return m.driversUnder(modaliases, "/drivers/net/")
+}
+
+// driversUnder returns, in the order modaliases match them, the modules whose path
+// contains dir and whose aliases match one of modaliases.
+func (m *Manifest) driversUnder(modaliases []string, dir string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, a := range modaliases {
 		for _, n := range m.Match(a) {
 			i, ok := m.index[n]
-			if ok && !seen[n] && strings.Contains(m.Modules[i].Path, "/char/hw_random/") {
+			if ok && !seen[n] && strings.Contains(m.Modules[i].Path, dir) {
 				seen[n] = true
 				out = append(out, n)
 			}

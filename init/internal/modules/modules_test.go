@@ -581,7 +581,7 @@ func TestAdoptLoaded(t *testing.T) {
 	}
 }
 
-func TestEntropyDrivers(t *testing.T) {
+func TestDriverClasses(t *testing.T) {
 	m, err := Parse([]byte(`{"kernel":"6.1.0-test","modules":[
 {"name":"virtio_rng","path":"lib/modules/6.1.0-test/kernel/drivers/char/hw_random/virtio-rng.ko.xz","stage":"late","aliases":["virtio:d00000004v*"]},
 {"name":"virtio_net","path":"lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko.xz","stage":"late","aliases":["virtio:d00000001v*"]}]}`))
@@ -594,5 +594,12 @@ func TestEntropyDrivers(t *testing.T) {
 	}
 	if got := m.EntropyDrivers([]string{"virtio:d00000001v00001AF4"}); len(got) != 0 {
 		t.Errorf("EntropyDrivers without an RNG device = %q, want none", got)
+	}
+	got = m.NetworkDrivers([]string{"virtio:d00000004v00001AF4", "virtio:d00000001v00001AF4"})
+	if diff := cmp.Diff([]string{"virtio_net"}, got); diff != "" {
+		t.Errorf("NetworkDrivers (-want +got):\n%s", diff)
+	}
+	if got := m.NetworkDrivers([]string{"virtio:d00000004v00001AF4"}); len(got) != 0 {
+		t.Errorf("NetworkDrivers without a NIC = %q, want none", got)
 	}
 }

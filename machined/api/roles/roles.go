@@ -34,11 +34,9 @@ func Parse(s string) (Role, bool) {
 
 // GRPC methods that are not part of MachineService.
 const (
-	HealthCheck      = "/grpc.health.v1.Health/Check"
-	HealthWatch      = "/grpc.health.v1.Health/Watch"
-	HealthList       = "/grpc.health.v1.Health/List"
-	ReflectionV1     = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
-	ReflectionV1Alph = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+	HealthCheck = "/grpc.health.v1.Health/Check"
+	HealthWatch = "/grpc.health.v1.Health/Watch"
+	HealthList  = "/grpc.health.v1.Health/List"
 )
 
 var (
@@ -76,11 +74,9 @@ var Methods = map[string][]Role{
 	machine.MachineService_Leases_FullMethodName:               readers,
 	machine.MachineService_DebugAction_FullMethodName:          admins,
 
-	HealthCheck:      readers,
-	HealthWatch:      readers,
-	HealthList:       readers,
-	ReflectionV1:     readers,
-	ReflectionV1Alph: readers,
+	HealthCheck: readers,
+	HealthWatch: readers,
+	HealthList:  readers,
 }
 
 // Maintenance lists the methods that answer without a client certificate
