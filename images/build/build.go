@@ -138,11 +138,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// machined is stored uncompressed: the root squashfs sits in the initramfs, whose
-	// own compression covers it, and machined's start under emulation (page faults, and
-	// protobuf's init reading samples of the executable) then decompresses nothing.
-	if err := squashfs.Write(ctx, root, rootImg, squashfs.Options{Epoch: o.Epoch, TempDir: tmp, Compression: comp,
-		Uncompressed: []string{MachinedPath}}); err != nil {
+	if err := squashfs.Write(ctx, root, rootImg, squashfs.Options{Epoch: o.Epoch, TempDir: tmp, Compression: comp}); err != nil {
 		return nil, err
 	}
 	done := &Result{KernelRelease: k.Release}

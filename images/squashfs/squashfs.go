@@ -26,9 +26,6 @@ type Options struct {
 	Level int
 	// TempDir holds the staging copy of the tree.
 	TempDir string
-	// Uncompressed lists paths (relative to the root, no leading slash) whose data is
-	// stored uncompressed.
-	Uncompressed []string
 }
 
 // Available reports whether mksquashfs is installed.
@@ -70,12 +67,6 @@ func Write(ctx context.Context, t *fstree.Tree, out string, o Options) error {
 			lvl = 15
 		}
 		args = append(args, "-Xcompression-level", strconv.Itoa(lvl))
-	}
-	for _, p := range o.Uncompressed {
-		if strings.ContainsAny(p, "()@ \t\"'") {
-			return fmt.Errorf("squashfs: path %q cannot go into a mksquashfs action", p)
-		}
-		args = append(args, "-action", "uncompressed@pathname("+strings.TrimPrefix(p, "/")+")")
 	}
 	cmd := exec.CommandContext(ctx, "mksquashfs", args...)
 	// mksquashfs refuses -mkfs-time/-all-time when SOURCE_DATE_EPOCH is set; the epoch
