@@ -193,8 +193,10 @@ func machinedSupervisor(con io.Writer, params cmdline.Params, log *slog.Logger) 
 	return &supervise.Supervisor{
 		Path: params.Machined,
 		// KILN_INIT tells machined it runs under Kiln's init (node mode), also when it
-		// starts before init's re-exec renames PID 1.
-		Env:         []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux", "KILN_INIT=1"},
+		// starts before init's re-exec renames PID 1. Its heap, like init's, goes
+		// without transparent huge pages (Debian's kernels default to "always"), which
+		// would count whole 2 MiB pages against its RSS budget.
+		Env:         []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "TERM=linux", "KILN_INIT=1", "GODEBUG=disablethp=1"},
 		Console:     consoleFile(con),
 		Backoff:     supervise.DefaultBackoff(),
 		StopTimeout: params.StopTimeout,
