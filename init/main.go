@@ -138,20 +138,20 @@ func run(_ []string) error {
 		log.Error("tmpfs /var", "err", err)
 	}
 
-	// The drivers child and machined start now, not after the re-exec: the second
-	// phase's runtime start is off their path. The supervising phase adopts machined
-	// by the PID passed in its environment.
-	startDrivers(params.Modules, log)
+	// machined and the drivers child start now, not after the re-exec: the second
+	// phase's runtime start is off their path. machined first: its start is the longest
+	// step of a boot under emulation, and it waits for the drivers' marks anyway. The
+	// supervising phase adopts machined by the PID passed in its environment.
 	sup := machinedSupervisor(con, params, log)
 	// Without transparent huge pages for the heap: with THP "always" (Debian's kernels)
-	// a touched 2 MiB page costs PID 1 almost half its budget. machined gets its own
-	// environment, so the setting stays with init.
+	// a touched 2 MiB page costs PID 1 almost half its budget.
 	env := append(os.Environ(), "GODEBUG=disablethp=1")
 	if err := sup.Start(); err != nil {
 		log.Error("start machined; the supervisor retries", "err", err)
 	} else {
 		env = append(env, fmt.Sprintf("%s=%d", machinedPIDEnv, sup.Running()))
 	}
+	startDrivers(params.Modules, log)
 	// Signals that arrive during the exec are lost (PID 1 without handlers ignores them),
 	// except SIGCHLD, which the second phase assumes; the window is a few milliseconds.
 	signal.Reset()
