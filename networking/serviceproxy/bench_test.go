@@ -142,6 +142,33 @@ func BenchmarkProgram(b *testing.B) {
 			}
 		}
 	})
+	// The same change after the CPU caches were filled with something else, as
+	// when the agent has waited for the API between two changes.
+	b.Run("one-change-at-10k-cold", func(b *testing.B) {
+		if err := p.Sync(svcs); err != nil {
+			b.Fatal(err)
+		}
+		one := svcs[4242]
+		alt := one
+		alt.Backends = []netip.AddrPort{one.Backends[0], netip.MustParseAddrPort("10.250.0.1:8080")}
+		evict := make([]byte, 64<<20)
+		i := 0
+		for b.Loop() {
+			b.StopTimer()
+			for j := 0; j < len(evict); j += 64 {
+				evict[j]++
+			}
+			b.StartTimer()
+			next := one
+			if i%2 == 0 {
+				next = alt
+			}
+			i++
+			if err := p.Upsert(next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkConnect measures new TCP connections (connect, read 1 byte, close) from
