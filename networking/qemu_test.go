@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -48,16 +47,8 @@ func TestQemuNetworkingInKernel(t *testing.T) {
 	r := vmtest.Run(t, arch, bin, []string{"8021q", "bonding", "veth"},
 		"-test.run", "^("+strings.Join(inKernelTests, "|")+")$", "-test.v")
 	t.Logf("guest output:\n%s", r.Output)
-	for _, name := range inKernelTests {
-		// Top-level results only: netnstest logs the namespace copy's output
-		// indented.
-		if !regexp.MustCompile(`(?m)^--- PASS: ` + name + ` `).MatchString(r.Output) {
-			t.Errorf("%s did not pass in the guest", name)
-		}
-		if regexp.MustCompile(`(?m)^--- SKIP: ` + name + ` `).MatchString(r.Output) {
-			t.Errorf("%s skipped in the guest; the Debian kernel must run it", name)
-		}
-	}
+	// Top-level results only: netnstest logs the namespace copy's output indented.
+	r.RequirePassed(t, inKernelTests...)
 }
 
 // LACP port state bits (IEEE 802.1AX): the partner's port is in sync with ours and

@@ -79,6 +79,21 @@ type Result struct {
 	Elapsed time.Duration
 }
 
+// RequirePassed fails t for each of names (top-level tests of the guest's binary)
+// that did not print "--- PASS" in the guest, or that skipped there: a test run in a
+// guest is there because the guest's kernel must run it.
+func (r *Result) RequirePassed(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		switch {
+		case regexp.MustCompile(`(?m)^--- SKIP: ` + regexp.QuoteMeta(name) + ` `).MatchString(r.Output):
+			t.Errorf("%s skipped in the guest; the guest's kernel must run it", name)
+		case !regexp.MustCompile(`(?m)^--- PASS: ` + regexp.QuoteMeta(name) + ` `).MatchString(r.Output):
+			t.Errorf("%s did not pass in the guest", name)
+		}
+	}
+}
+
 // Run boots arch's kernel with testBinary, modules and args (see Options) and fails
 // the test, with the guest's output, when the guest's test binary failed. It returns
 // the result so callers can check the output (e.g. that a test did not skip).
