@@ -137,8 +137,9 @@ type Node struct {
 }
 
 // PrepareNode readies a Kiln node for the daemon: it prints the banner, finds
-// the system disk by its partition labels, mounts STATE and EPHEMERAL (growing
-// EPHEMERAL and its filesystem to fill the disk), and prepares the network.
+// the system disk by its partition labels, mounts STATE, starts mounting EPHEMERAL
+// in the background (growing it and its filesystem to fill the disk; WaitModules
+// and Unmount wait for that), and prepares the network.
 // Partitions already mounted (machined restarted by init) are taken as they
 // are. Without a system disk the node still starts, with its state on tmpfs.
 func PrepareNode(opts NodeOptions) (*Node, error) {
