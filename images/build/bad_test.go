@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"debug/elf"
 	"errors"
 	"os"
 	"path/filepath"
@@ -59,6 +60,8 @@ func TestBadInput(t *testing.T) {
 			o.ValidateConfig = func([]byte) error { return errors.New(`kind: "Nope" is not MachineConfig`) }
 		}, `config: kind: "Nope" is not MachineConfig`},
 		{"init not a file", func(o *Options) { o.Init = t.TempDir() }, "--init"},
+		{"init not an executable", func(o *Options) { o.Init = filepath.Join(o.InputsDir, sdboot) }, "--init " + filepath.Join(inputsDir(t), sdboot) + ": not an ELF executable"},
+		{"machined dynamically linked", func(o *Options) { o.Machined = dynamicBinary(t) }, "dynamically linked, and a node has no dynamic loader"},
 		{"unsupported format", func(o *Options) { o.Formats = []boards.Format{"floppy"} }, "does not support format floppy"},
 		{"components for the other arch", func(o *Options) { o.Components = componentstest.Write(t, "arm64") },
 			"every binary and image is built for arm64, the board needs amd64"},
@@ -86,4 +89,25 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dynamicBinary returns a dynamically linked amd64 executable of the build host
+// (Debian's /bin/true), or skips.
+func dynamicBinary(t *testing.T) string {
+	t.Helper()
+	f, err := elf.Open("/bin/true")
+	if err != nil {
+		t.Skipf("needs /bin/true as an ELF executable: %v", err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		t.Skipf("needs an x86-64 build host (/bin/true is %s)", f.Machine)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return "/bin/true"
+		}
+	}
+	t.Skip("needs a dynamically linked /bin/true")
+	return ""
 }

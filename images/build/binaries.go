@@ -2,6 +2,8 @@ package build
 
 import (
 	"context"
+	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,6 +47,29 @@ func GoBuildVersion(ctx context.Context, dir, pkg string, arch boards.Arch, out,
 	return nil
 }
 
+// nodeMachine is the ELF machine of each board architecture.
+var nodeMachine = map[boards.Arch]elf.Machine{boards.AMD64: elf.EM_X86_64, boards.ARM64: elf.EM_AARCH64}
+
+// checkNodeBinary checks that p can run as init or machined on a node of arch: an
+// ELF executable for arch, statically linked (a node has no dynamic loader; a
+// dynamically linked machined would only ever fail to start).
+func checkNodeBinary(p string, arch boards.Arch) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return fmt.Errorf("not an ELF executable (%v)", err)
+	}
+	defer f.Close()
+	if want, ok := nodeMachine[arch]; ok && f.Machine != want {
+		return fmt.Errorf("built for ELF machine %s, the board needs %s (%s)", f.Machine, want, arch)
+	}
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked, and a node has no dynamic loader: build it with CGO_ENABLED=0")
+		}
+	}
+	return nil
+}
+
 // binary returns the path of a node binary: given, or built from the first of the
 // candidate packages found in the module of the working directory, stamped with version.
 func binary(ctx context.Context, given, what string, candidates []string, arch boards.Arch, version, tmp string) (string, error) {
@@ -55,6 +80,9 @@ func binary(ctx context.Context, given, what string, candidates []string, arch b
 		}
 		if !st.Mode().IsRegular() {
 			return "", fmt.Errorf("--%s %s: not a regular file", what, given)
+		}
+		if err := checkNodeBinary(given, arch); err != nil {
+			return "", fmt.Errorf("--%s %s: %w", what, given, err)
 		}
 		return given, nil
 	}
