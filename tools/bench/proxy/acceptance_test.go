@@ -151,28 +151,13 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("agent: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	alive := func() error {
-		select {
-		case err := <-runErr:
-			runErr <- err
-			return fmt.Errorf("agent stopped: %v", err)
-		default:
-			return nil
-		}
-	}
+	run := runAgent(a)
+	t.Cleanup(func() { run.stop(t) })
+	alive := run.alive
 	select {
 	case <-a.Ready():
-	case err := <-runErr:
-		t.Fatalf("agent stopped before its first sync: %v", err)
+	case <-run.done:
+		t.Fatalf("agent stopped before its first sync: %v", run.err)
 	case <-time.After(hangGuard):
 		t.Fatalf("agent: no first sync within %v", hangGuard)
 	}

@@ -685,26 +685,11 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 	if err != nil {
 		tb.Fatalf("agent: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
 	r := &result{}
 	t0 := time.Now()
-	go func() { runErr <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-runErr; err != nil {
-			tb.Errorf("agent: %v", err)
-		}
-	}()
-	alive := func() error {
-		select {
-		case err := <-runErr:
-			runErr <- err
-			return fmt.Errorf("agent stopped: %v", err)
-		default:
-			return nil
-		}
-	}
+	run := runAgent(a)
+	defer run.stop(tb)
+	alive := run.alive
 	// (a)
 	seen, err := waitProbe(ns, vip, isBackendOf(target), programGuard, alive)
 	if err != nil {
@@ -741,6 +726,43 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 	// (c)
 	r.load = e.loads(tb, ns, vip)
 	return r
+}
+
+// agentRun is an agent running in the background (runAgent).
+type agentRun struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run has returned, with err
+	err    error
+}
+
+func runAgent(a *agent.Agent) *agentRun {
+	r := &agentRun{done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.err = a.Run(ctx)
+		close(r.done)
+	}()
+	return r
+}
+
+// alive reports an error once the agent has stopped.
+func (r *agentRun) alive() error {
+	select {
+	case <-r.done:
+		return fmt.Errorf("agent stopped: %v", r.err)
+	default:
+		return nil
+	}
+}
+
+// stop ends the agent and reports how it ended.
+func (r *agentRun) stop(tb testing.TB) {
+	r.cancel()
+	<-r.done
+	if r.err != nil {
+		tb.Errorf("agent: %v", r.err)
+	}
 }
 
 // ebpfChanges is how many endpoint changes (b) makes for the eBPF proxy (odd: the
