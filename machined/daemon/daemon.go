@@ -291,31 +291,36 @@ func (d *Daemon) Start(ctx context.Context) error {
 		r.cert, r.created, r.err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.StateDir), "maintenance.pem"), time.Now())
 		certc <- r
 	}()
-	var err error
-	if d.store, err = store.Open(d.opts.StateDir, d.log); err != nil {
-		<-certc
-		return err
-	}
-	if err := d.takeStaged(); err != nil {
-		<-certc
-		return err
-	}
-	raw, loadErr := d.store.Load()
 	// In maintenance mode the host name and the network come up while the key is
 	// made: the node's address is what its user waits for.
 	early := func(name string) bool { return name == "hostname" || name == "network" }
 	earlyDone := false
-	if errors.Is(loadErr, store.ErrNoConfig) && !fileExists(filepath.Join(d.opts.StateDir, seedName))() {
+	var raw []byte
+	var loadErr error
+	err := func() error {
+		var err error
+		if d.store, err = store.Open(d.opts.StateDir, d.log); err != nil {
+			return err
+		}
+		if err := d.takeStaged(); err != nil {
+			return err
+		}
+		raw, loadErr = d.store.Load()
+		if !errors.Is(loadErr, store.ErrNoConfig) || fileExists(filepath.Join(d.opts.StateDir, seedName))() {
+			return nil
+		}
 		d.mu.Lock()
-		err := d.reconcileSome(ctx, nil, early)
-		d.mu.Unlock()
+		defer d.mu.Unlock()
 		earlyDone = true
-		if err != nil {
-			<-certc
+		if err := d.reconcileSome(ctx, nil, early); err != nil {
 			return fmt.Errorf("maintenance mode: %w", err)
 		}
-	}
+		return nil
+	}()
 	cr := <-certc
+	if err != nil {
+		return err
+	}
 	if cr.err != nil {
 		return cr.err
 	}
