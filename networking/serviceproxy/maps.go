@@ -10,6 +10,9 @@ import (
 // mapsDatapath writes to the BPF maps with batch operations (kernel ≥ 5.6), which
 // apply their elements in order, each one atomically (the backends array: each
 // one whole for a reader, since a backend is rewritten only with its own address).
+// A single element takes the plain update or delete instead: the shorter path in
+// the kernel and in cilium/ebpf, and one endpoint change is mostly single
+// elements (Program/one-change-at-10k-cold: 33 → 26 µs).
 type mapsDatapath struct {
 	services, slots, backends, frontends *ebpf.Map
 }
@@ -42,7 +45,15 @@ func (m *mapsDatapath) apply(o *op) error {
 }
 
 func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
-	if len(keys) == 0 {
+	switch len(keys) {
+	case 0:
+		return nil
+	case 1:
+		// One element: the plain update is the shorter path in the kernel
+		// (no batch buffers) and in cilium/ebpf.
+		if err := m.Put(&keys[0], &vals[0]); err != nil {
+			return fmt.Errorf("put %+v in %s: %w", keys[0], m, err)
+		}
 		return nil
 	}
 	n, err := m.BatchUpdate(keys, vals, nil)
@@ -61,7 +72,13 @@ func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
 }
 
 func batchDelete[K any](m *ebpf.Map, keys []K) error {
-	if len(keys) == 0 {
+	switch len(keys) {
+	case 0:
+		return nil
+	case 1:
+		if err := m.Delete(&keys[0]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %+v from %s: %w", keys[0], m, err)
+		}
 		return nil
 	}
 	n, err := m.BatchDelete(keys, nil)

@@ -620,7 +620,7 @@ func (t *table) sync(desired []Service) error {
 		k := toSvcKey(u.ServiceKey)
 		old := t.svcs[k]
 		if (old != nil && old.gen == t.gen) || failedNew[k] {
-			errs = append(errs, fmt.Errorf("service %s: listed twice", unmappedKey(u.ServiceKey)))
+			errs = append(errs, refused(u.ServiceKey, RefusedInvalid, fmt.Errorf("service %s: listed twice", unmappedKey(u.ServiceKey))))
 			continue
 		}
 		if old != nil {
@@ -724,7 +724,7 @@ func (t *table) upsert(u *Service, key sockSvcKey, old *svcEntry) (*svcEntry, er
 		buf, t.beSlab = t.beSlab[:0:len(u.Backends)], t.beSlab[len(u.Backends):]
 	}
 	if err := n.normalizeInPlace(t.limits.PerService, buf); err != nil {
-		return old, err
+		return old, refused(u.ServiceKey, RefusedInvalid, err)
 	}
 	if old != nil && !old.stale && sameState(&old.svc, &n) {
 		if !slices.Equal(old.svc.Backends, n.Backends) {
@@ -1033,7 +1033,7 @@ func (t *table) fits(old *svcEntry, n *Service, need int, useLocal bool) error {
 		}
 	} else {
 		if len(t.svcs) >= int(t.limits.Services) {
-			return fmt.Errorf("service %s: the services map is full (%d)", n.ServiceKey, t.limits.Services)
+			return refused(n.ServiceKey, RefusedFull, fmt.Errorf("service %s: the services map is full (%d)", n.ServiceKey, t.limits.Services))
 		}
 		ids++
 	}
@@ -1045,13 +1045,13 @@ func (t *table) fits(old *svcEntry, n *Service, need int, useLocal bool) error {
 		}
 	}
 	if t.svcIDs.inUse()+ids > int(t.limits.Services) {
-		return fmt.Errorf("service %s: all %d service IDs are in use", n.ServiceKey, t.limits.Services)
+		return refused(n.ServiceKey, RefusedFull, fmt.Errorf("service %s: all %d service IDs are in use", n.ServiceKey, t.limits.Services))
 	}
 	if t.slotsUsed-oldCount+newCount > int(t.limits.Slots) {
-		return fmt.Errorf("service %s: the slots map is full (%d)", n.ServiceKey, t.limits.Slots)
+		return refused(n.ServiceKey, RefusedFull, fmt.Errorf("service %s: the slots map is full (%d)", n.ServiceKey, t.limits.Slots))
 	}
 	if len(t.bes)+need > int(t.limits.Backends) {
-		return fmt.Errorf("service %s: the backends map is full (%d)", n.ServiceKey, t.limits.Backends)
+		return refused(n.ServiceKey, RefusedFull, fmt.Errorf("service %s: the backends map is full (%d)", n.ServiceKey, t.limits.Backends))
 	}
 	if n.NodePort == 0 && len(n.ExternalIPs) == 0 && len(n.LoadBalancerIPs) == 0 {
 		return nil
@@ -1062,11 +1062,11 @@ func (t *table) fits(old *svcEntry, n *Service, need int, useLocal bool) error {
 		case owner == nil:
 			added++
 		case owner != old:
-			return fmt.Errorf("service %s: frontend %s belongs to service %s", n.ServiceKey, f.key, owner.svc.ServiceKey)
+			return refused(n.ServiceKey, RefusedConflict, fmt.Errorf("service %s: frontend %s belongs to service %s", n.ServiceKey, f.key, owner.svc.ServiceKey))
 		}
 	}
 	if len(t.fes)+added > int(t.limits.Frontends) {
-		return fmt.Errorf("service %s: the frontends map is full (%d)", n.ServiceKey, t.limits.Frontends)
+		return refused(n.ServiceKey, RefusedFull, fmt.Errorf("service %s: the frontends map is full (%d)", n.ServiceKey, t.limits.Frontends))
 	}
 	return nil
 }

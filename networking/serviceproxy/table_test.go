@@ -309,13 +309,15 @@ func TestBadServicesKeepLastGoodState(t *testing.T) {
 		limits  Limits
 		bad     Service
 		wantErr string
+		reason  Refusal
 	}{
-		{"too many backends", Limits{PerService: 2}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), "more than the 2 a slot table holds"},
-		{"slots map full", Limits{Slots: 3}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), "slots map is full"},
-		{"backends map full", Limits{Backends: 2}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.7:80"), "backends map is full"},
-		{"mixed families", Limits{}, svc("10.96.0.1:80", TCP, "[fd00::1]:80"), "other address family"},
-		{"bad backend", Limits{}, Service{ServiceKey: good.ServiceKey, Backends: []netip.AddrPort{{}}}, "not an address and port"},
-		{"bad protocol", Limits{}, Service{ServiceKey: ServiceKey{Addr: good.Addr, Port: 80, Proto: 132}}, "not TCP or UDP"},
+		{"too many backends", Limits{PerService: 2}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), "more than the 2 a slot table holds", RefusedInvalid},
+		{"slots map full", Limits{Slots: 3}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"), "slots map is full", RefusedFull},
+		{"backends map full", Limits{Backends: 2}, svc("10.96.0.1:80", TCP, "10.0.0.1:80", "10.0.0.7:80"), "backends map is full", RefusedFull},
+		{"mixed families", Limits{}, svc("10.96.0.1:80", TCP, "[fd00::1]:80"), "other address family", RefusedInvalid},
+		{"bad backend", Limits{}, Service{ServiceKey: good.ServiceKey, Backends: []netip.AddrPort{{}}}, "not an address and port", RefusedInvalid},
+		{"bad protocol", Limits{}, Service{ServiceKey: ServiceKey{Addr: good.Addr, Port: 80, Proto: 132}}, "not TCP or UDP", RefusedInvalid},
+		{"v4-mapped key", Limits{Backends: 2}, svc("[::ffff:10.96.0.1]:80", TCP, "10.0.0.1:80", "10.0.0.7:80"), "backends map is full", RefusedFull},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,8 +331,19 @@ func TestBadServicesKeepLastGoodState(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("sync = %v, want an error containing %q", err, tt.wantErr)
 			}
+			// One refusal, of the bad Service, under its unmapped key.
+			var got []ServiceKey
+			for _, se := range ServiceErrors(err) {
+				got = append(got, se.Key)
+				if se.Reason != tt.reason {
+					t.Errorf("refusal of %s: reason %s, want %s (%v)", se.Key, se.Reason, tt.reason, se)
+				}
+			}
+			if diff := cmp.Diff([]ServiceKey{unmappedKey(tt.bad.ServiceKey)}, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("refused services (-want +got):\n%s", diff)
+			}
 			var want []Service
-			if tt.bad.ServiceKey == good.ServiceKey {
+			if unmappedKey(tt.bad.ServiceKey) == good.ServiceKey {
 				want = []Service{good, changed}
 			} else {
 				want = []Service{changed} // the bad one never existed, good was deleted
@@ -347,6 +360,9 @@ func TestServicesMapFull(t *testing.T) {
 	err := tab.sync([]Service{svc("10.96.0.1:80", TCP), svc("10.96.0.2:80", TCP), svc("10.96.0.3:80", TCP)})
 	if err == nil || !strings.Contains(err.Error(), "services map is full") {
 		t.Fatalf("sync = %v, want services map is full", err)
+	}
+	if ses := ServiceErrors(err); len(ses) != 1 || ses[0].Reason != RefusedFull || ses[0].Key.Addr != netip.MustParseAddr("10.96.0.3") {
+		t.Errorf("refusals = %v, want one: 10.96.0.3:80/TCP, full", ses)
 	}
 	if got := len(tab.services()); got != 2 {
 		t.Errorf("programmed %d services, want 2", got)
@@ -575,5 +591,13 @@ func TestFrontendErrors(t *testing.T) {
 	}
 	if diff := cmp.Diff([]Service{a}, tab.services(), cmpServices); diff != "" {
 		t.Errorf("programmed (-want +got):\n%s", diff)
+	}
+	reasons := map[netip.Addr]Refusal{}
+	for _, se := range ServiceErrors(err) {
+		reasons[se.Key.Addr] = se.Reason
+	}
+	want := map[netip.Addr]Refusal{clash.Addr: RefusedConflict, notMine.Addr: RefusedInvalid, v6ip.Addr: RefusedInvalid}
+	if diff := cmp.Diff(want, reasons, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("refusals (-want +got):\n%s", diff)
 	}
 }

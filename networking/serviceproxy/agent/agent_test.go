@@ -359,6 +359,21 @@ func TestSafety(t *testing.T) {
 			},
 			reason: ReasonDatapath,
 		},
+		{
+			name: "full map in the datapath, as the real one reports it",
+			setup: func(dp *fakeDatapath) {
+				dp.refuse = func(s serviceproxy.Service) error {
+					if s.ServiceKey == webKey && len(s.Backends) > 2 {
+						return &serviceproxy.ServiceError{Key: s.ServiceKey, Reason: serviceproxy.RefusedFull, Err: errors.New("the slots map is full (4)")}
+					}
+					return nil
+				}
+			},
+			breakW: func(h *harness) {
+				h.update(webSlice("web", "web-a", "10.0.0.1", "10.0.0.2", "10.0.0.3"))
+			},
+			reason: ReasonMapFull,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,11 +77,14 @@
 // A Service whose translation fails (a malformed address or port in an
 // EndpointSlice, more backends than Limits.PerService, a ClusterIP that does not
 // parse, a frontend another Service already claims) and a Service the datapath
-// refuses (a full map) are logged and counted in kiln_proxy_errors_total by reason;
-// that Service keeps its last good state and every other Service is programmed as
-// usual. A translation failure is counted once until it changes or the Service is
-// fixed, however often the Service is recomputed. EndpointSlices whose Service still does not exist after Config.RetryInterval
-// (creation and garbage collection race between the two informers) are logged and
-// counted once per slice version. Services the datapath refused are retried every
+// refuses are logged and counted in kiln_proxy_errors_total by reason; that
+// Service keeps its last good state and every other Service is programmed as
+// usual. The datapath's refusals come typed (serviceproxy.ServiceError): a full
+// map counts as map_full, a frontend conflict as duplicate_frontend, a Service it
+// finds invalid as invalid_service, and a failed map write as datapath. A
+// translation failure is counted once until it changes or the Service is fixed,
+// however often the Service is recomputed. EndpointSlices whose Service still
+// does not exist after Config.RetryInterval (creation and garbage collection race
+// between the two informers) are logged and counted once per slice version. Services the datapath refused are retried every
 // Config.RetryInterval.
 package agent

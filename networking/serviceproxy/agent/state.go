@@ -258,34 +258,64 @@ func (s *state) diff(changed map[key]bool) (ups []serviceproxy.Service, dels []k
 }
 
 // afterError reads back what the datapath holds after it refused some of ups or
-// dels: those keep their last good state, are counted, and wait for a retry.
+// dels: those keep their last good state, are logged with the datapath's reason,
+// counted by it, and wait for a retry.
 func (s *state) afterError(op string, err error, ups []serviceproxy.Service, dels []key) {
-	s.log.Error("the datapath refused some services; they keep their last good state", "op", op, "error", err)
+	refusals := map[key]*serviceproxy.ServiceError{}
+	for _, se := range serviceproxy.ServiceErrors(err) {
+		refusals[se.Key] = se
+	}
+	if len(refusals) == 0 || countOther(err) {
+		s.log.Error("the datapath refused some services; they keep their last good state", "op", op, "error", err)
+	}
 	clear(s.programmed)
 	for _, svc := range s.dp.Services() {
 		s.programmed[svc.ServiceKey] = svc
 	}
 	n := 0
+	count := func(k key) {
+		n++
+		reason, detail := ReasonDatapath, "" // no refusal of its own: a map write failed
+		if se, ok := refusals[k]; ok {
+			reason, detail = refusalReason(se.Reason), se.Err.Error()
+		}
+		s.a.m.errors.WithLabelValues(reason).Inc()
+		s.log.Warn("service not programmed; it keeps its last good state", "op", op, "service", k.String(),
+			"owner", s.want[k].owner.String(), "reason", reason, "error", detail)
+	}
 	for _, u := range ups {
 		if p, ok := s.programmed[u.ServiceKey]; ok && sameService(p, u) {
 			continue
 		}
-		n++
 		s.failed[u.ServiceKey] = u
-		s.log.Warn("service not programmed", "service", u.ServiceKey.String(), "owner", s.want[u.ServiceKey].owner.String(), "backends", len(u.Backends))
+		count(u.ServiceKey)
 	}
 	for _, k := range dels {
 		if _, ok := s.programmed[k]; ok {
-			n++
 			s.retry[k] = true
-			s.log.Warn("service not removed", "service", k.String())
+			count(k)
 		}
 	}
 	if n == 0 {
 		// The error named no service we can find: count it once.
-		n = 1
+		s.a.m.errors.WithLabelValues(ReasonDatapath).Inc()
 	}
-	s.a.m.errors.WithLabelValues(ReasonDatapath).Add(float64(n))
+}
+
+// countOther reports whether err holds more than refusals of single Services
+// (a failed map write): that one is logged whole.
+func countOther(err error) bool {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		_, single := err.(*serviceproxy.ServiceError)
+		return !single
+	}
+	for _, e := range j.Unwrap() {
+		if _, single := e.(*serviceproxy.ServiceError); !single {
+			return true
+		}
+	}
+	return false
 }
 
 // recomputeAll recomputes the named Services, and those waiting for a key one of

@@ -19,12 +19,26 @@ const (
 	ReasonTooManyBackends   = "too_many_backends"  // more backends than Limits.PerService
 	ReasonDuplicateFrontend = "duplicate_frontend" // a ClusterIP:port/proto another Service has
 	ReasonUnknownService    = "unknown_service"    // an EndpointSlice whose Service does not exist
-	ReasonDatapath          = "datapath"           // the datapath refused the Service (a full map)
+	ReasonMapFull           = "map_full"           // no room in a datapath map for the Service
+	ReasonDatapath          = "datapath"           // a map write failed, or another refusal of the datapath
 	ReasonHealthCheck       = "health_check"       // a health-check node port that could not be opened
 )
 
 var reasons = []string{ReasonInvalidService, ReasonInvalidEndpoint, ReasonTooManyBackends,
-	ReasonDuplicateFrontend, ReasonUnknownService, ReasonDatapath, ReasonHealthCheck}
+	ReasonDuplicateFrontend, ReasonUnknownService, ReasonMapFull, ReasonDatapath, ReasonHealthCheck}
+
+// refusalReason is the metric label of the datapath's refusal of one Service.
+func refusalReason(r serviceproxy.Refusal) string {
+	switch r {
+	case serviceproxy.RefusedFull:
+		return ReasonMapFull
+	case serviceproxy.RefusedConflict:
+		return ReasonDuplicateFrontend
+	case serviceproxy.RefusedInvalid:
+		return ReasonInvalidService
+	}
+	return ReasonDatapath
+}
 
 // translateError is a Service that cannot be programmed as it stands.
 type translateError struct {
