@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -171,7 +173,10 @@ type result struct {
 	// (b) one endpoint change with N programmed.
 	changeE2E  time.Duration // API update sent → probe reaches a new backend
 	changeProg time.Duration // the proxy's own programming time of the change
-	changeNPL  time.Duration // kube-proxy network programming latency (trigger time → programmed)
+	// changeProgCPU is the CPU time of the thread that programmed the change
+	// (eBPF only): changeProg less the time it waited for a CPU.
+	changeProgCPU time.Duration
+	changeNPL     time.Duration // kube-proxy network programming latency (trigger time → programmed)
 	// (c) new connections, by concurrency.
 	load map[int]loadResult
 }
@@ -188,6 +193,7 @@ func (e *benchEnv) run(b *testing.B, n int) {
 	created := time.Since(begin)
 	b.Logf("created %d Services and %d EndpointSlices in %.1f s", n, n, created.Seconds())
 	target := svcs[n-1]
+	spread := sample(svcs, spreadServices)
 
 	var results []*result
 	for k, mode := range e.modes {
@@ -198,11 +204,11 @@ func (e *benchEnv) run(b *testing.B, n int) {
 		var r *result
 		switch mode {
 		case modeDirect:
-			r = &result{mode: mode, load: e.loads(b, ns, netip.AddrPortFrom(target.backends[0], backendPort))}
+			r = &result{mode: mode, load: e.loads(b, ns, backendsOf(spread))}
 		case modeEBPF:
-			r = e.runEBPF(b, cl, ns, &target, next)
+			r = e.runEBPF(b, cl, ns, &target, next, clusterIPsOf(spread))
 		default:
-			r = e.runKubeProxy(b, cl, ns, mode, topo.clientAddr(mode, e.modes), &target, next)
+			r = e.runKubeProxy(b, cl, ns, mode, topo.clientAddr(mode, e.modes), &target, next, clusterIPsOf(spread))
 		}
 		r.mode = mode
 		results = append(results, r)
@@ -211,7 +217,7 @@ func (e *benchEnv) run(b *testing.B, n int) {
 	if ns, ok := topo.modes[modeDirect]; ok {
 		// Direct once more at the end: the machine is shared, and the two
 		// direct rows show how much it drifted during the run.
-		results = append(results, &result{mode: modeDirectEnd, load: e.loads(b, ns, netip.AddrPortFrom(target.backends[0], backendPort))})
+		results = append(results, &result{mode: modeDirectEnd, load: e.loads(b, ns, backendsOf(spread))})
 	}
 	report(b, n, e.conns, created, results)
 }
@@ -346,18 +352,56 @@ func assertUnreachable(tb testing.TB, ns *netNS, vip netip.AddrPort) {
 	}
 }
 
-// loads runs the connection benchmark at concurrency 1 and 8.
-func (e *benchEnv) loads(tb testing.TB, ns *netNS, dst netip.AddrPort) map[int]loadResult {
+// spreadServices is how many Services the connection benchmark spreads its
+// connections over.
+const spreadServices = 1000
+
+// sample picks n of svcs at random, the same ones in every run (a fixed seed).
+// kube-proxy's iptables mode writes KUBE-SERVICES in Go map order, a new order
+// at every sync, and a connection's first packet walks the chain to its
+// Service's rule: through a single Service, the cost is wherever that rule
+// happened to land. Many Services give the average a client sees.
+func sample(svcs []svcInfo, n int) []svcInfo {
+	r := rand.New(rand.NewPCG(1, 2))
+	idx := r.Perm(len(svcs))[:min(n, len(svcs))]
+	out := make([]svcInfo, len(idx))
+	for i, j := range idx {
+		out[i] = svcs[j]
+	}
+	return out
+}
+
+// clusterIPsOf is the ClusterIP and port of each of svcs.
+func clusterIPsOf(svcs []svcInfo) []netip.AddrPort {
+	out := make([]netip.AddrPort, len(svcs))
+	for i, s := range svcs {
+		out[i] = netip.AddrPortFrom(s.clusterIP, servicePort)
+	}
+	return out
+}
+
+// backendsOf is the first backend of each of svcs: where direct connections go.
+func backendsOf(svcs []svcInfo) []netip.AddrPort {
+	out := make([]netip.AddrPort, len(svcs))
+	for i, s := range svcs {
+		out[i] = netip.AddrPortFrom(s.backends[0], backendPort)
+	}
+	return out
+}
+
+// loads runs the connection benchmark at concurrency 1 and 8, the connections
+// going to dsts in turn.
+func (e *benchEnv) loads(tb testing.TB, ns *netNS, dsts []netip.AddrPort) map[int]loadResult {
 	tb.Helper()
 	// Warm up (threads, ARP, socket caches), not measured.
-	if _, err := load(ns, dst, min(500, e.conns), 1); err != nil {
-		tb.Fatalf("%s: warm-up connections to %s: %v", ns.name, dst, err)
+	if _, err := load(ns, dsts, min(500, e.conns), 1); err != nil {
+		tb.Fatalf("%s: warm-up connections: %v", ns.name, err)
 	}
 	out := map[int]loadResult{}
 	for _, c := range []int{1, 8} {
-		r, err := load(ns, dst, e.conns, c)
+		r, err := load(ns, dsts, e.conns, c)
 		if err != nil {
-			tb.Fatalf("%s: %d connections to %s at concurrency %d: %v\n%s%s", ns.name, e.conns, dst, c, err, diagnose(ns), diagnose(e.backend))
+			tb.Fatalf("%s: %d connections at concurrency %d: %v\n%s%s", ns.name, e.conns, c, err, diagnose(ns), diagnose(e.backend))
 		}
 		out[c] = r
 	}
@@ -365,7 +409,7 @@ func (e *benchEnv) loads(tb testing.TB, ns *netNS, dst netip.AddrPort) map[int]l
 }
 
 // runKubeProxy runs upstream kube-proxy in ns and measures it.
-func (e *benchEnv) runKubeProxy(tb testing.TB, cl *cluster, ns *netNS, mode string, nodeIP netip.Addr, target *svcInfo, next [2]netip.Addr) *result {
+func (e *benchEnv) runKubeProxy(tb testing.TB, cl *cluster, ns *netNS, mode string, nodeIP netip.Addr, target *svcInfo, next [2]netip.Addr, dsts []netip.AddrPort) *result {
 	tb.Helper()
 	dir := tb.TempDir()
 	proxyMode, pathEnv := "nftables", os.Getenv("PATH")
@@ -467,7 +511,7 @@ conntrack:
 	r.changeNPL = m1.deltaMean(m0, nplMetric)
 
 	// (c)
-	r.load = e.loads(tb, ns, vip)
+	r.load = e.loads(tb, ns, dsts)
 	if err := p.stop(time.Minute); err != nil {
 		tb.Error(err)
 	}
@@ -615,17 +659,35 @@ type timedDP struct {
 type dpCall struct {
 	kind       string // "sync" or "update"
 	start, end time.Time
+	cpu        time.Duration // the calling thread's CPU time in the call
 	services   int
 	err        error
 }
 
+// record times f by the clock and by the CPU time of its thread: the wall time
+// also counts the time the thread waited for a CPU, which on this 2-core machine
+// the apiserver and etcd have just been busy with when a change arrives.
 func (d *timedDP) record(kind string, n int, f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c0 := threadCPU()
 	t0 := time.Now()
 	err := f()
+	t1 := time.Now()
+	cpu := threadCPU() - c0
 	d.mu.Lock()
-	d.calls = append(d.calls, dpCall{kind: kind, start: t0, end: time.Now(), services: n, err: err})
+	d.calls = append(d.calls, dpCall{kind: kind, start: t0, end: t1, cpu: cpu, services: n, err: err})
 	d.mu.Unlock()
 	return err
+}
+
+// threadCPU is the calling thread's CPU time so far.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 func (d *timedDP) Sync(desired []serviceproxy.Service) error {
@@ -651,7 +713,7 @@ func (d *timedDP) firstAfter(kind string, t time.Time) (dpCall, bool) {
 // runEBPF runs Kiln's agent and datapath for ns: the programs attached to a
 // cgroup of the benchmark's own, which the benchmark process joins for the
 // duration (its sockets are the ones balanced), maps pinned on a private bpffs.
-func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInfo, next [2]netip.Addr) *result {
+func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInfo, next [2]netip.Addr, dsts []netip.AddrPort) *result {
 	tb.Helper()
 	sb := newBPFSandbox(tb)
 	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: sb.cgroup, PinDir: sb.pinDir})
@@ -705,7 +767,7 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 	// (b) The median of ebpfChanges changes, back and forth between next and the
 	// old backends (ending on next): one Update takes microseconds, so a single
 	// sample is mostly the caches the agent left cold while it waited.
-	var e2e, prog []time.Duration
+	var e2e, prog, progCPU []time.Duration
 	from := target.backends
 	for i := range ebpfChanges {
 		to := next
@@ -720,11 +782,12 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 		e2e = append(e2e, seen.Sub(changed))
 		if c, ok := dp.firstAfter("update", changed); ok && c.err == nil {
 			prog = append(prog, c.end.Sub(c.start))
+			progCPU = append(progCPU, c.cpu)
 		}
 	}
-	r.changeE2E, r.changeProg = median(e2e), median(prog)
+	r.changeE2E, r.changeProg, r.changeProgCPU = median(e2e), median(prog), median(progCPU)
 	// (c)
-	r.load = e.loads(tb, ns, vip)
+	r.load = e.loads(tb, ns, dsts)
 	return r
 }
 

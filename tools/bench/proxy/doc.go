@@ -11,7 +11,10 @@
 // It measures objects existing → programmed, one endpoint change → programmed
 // (for eBPF the median of five, for kube-proxy one: its figures are seconds),
 // and 20,000 new TCP connections (connect, 1-byte echo, close) at concurrency 1
-// and 8, next to direct connections to the backend. The backends live in one
+// and 8, in turn to 1,000 Services picked at random (the same for every mode:
+// iptables mode's cost depends on where a Service's rule sits in its chain, and
+// kube-proxy writes the chain in a new order at every sync), next to direct
+// connections to the same Services' backends. The backends live in one
 // more network namespace; no traffic leaves the namespaces the benchmark made.
 //
 // TestAgentAgainstAPIServer (acceptance_test.go, root and $KILN_COMPONENTS only)

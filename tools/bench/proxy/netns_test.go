@@ -406,11 +406,11 @@ type loadResult struct {
 
 func (r loadResult) ConnPerSec() float64 { return float64(r.Conns) / r.Wall.Seconds() }
 
-// load makes total new TCP connections to dst from conc client threads in ns:
-// connect, write 1 byte, read the echo, close. Each thread measures its own CPU
-// time (RUSAGE_THREAD), so the backends and the rest of the process are not
-// counted.
-func load(ns *netNS, dst netip.AddrPort, total, conc int) (loadResult, error) {
+// load makes total new TCP connections from conc client threads in ns, to
+// dsts in turn: connect, write 1 byte, read the echo, close. Each thread
+// measures its own CPU time (RUSAGE_THREAD), so the backends and the rest of
+// the process are not counted.
+func load(ns *netNS, dsts []netip.AddrPort, total, conc int) (loadResult, error) {
 	orig, err := mainNS()
 	if err != nil {
 		return loadResult{}, err
@@ -440,7 +440,7 @@ func load(ns *netNS, dst netip.AddrPort, total, conc int) (loadResult, error) {
 			}
 			ready.Done()
 			<-start
-			errs[w] = connLoop(src, dst, per, &lat[w], &cpu[w])
+			errs[w] = connLoop(src, dsts, w*per, per, &lat[w], &cpu[w])
 			if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
 				errs[w] = errors.Join(errs[w], err)
 				return // stays locked: the thread ends with the goroutine
@@ -471,8 +471,12 @@ func load(ns *netNS, dst netip.AddrPort, total, conc int) (loadResult, error) {
 	}, nil
 }
 
-func connLoop(src netip.Addr, dst netip.AddrPort, n int, lat *[]time.Duration, cpu *time.Duration) error {
-	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
+// connLoop makes n connections from src, the i-th to dsts[(first+i) % len(dsts)].
+func connLoop(src netip.Addr, dsts []netip.AddrPort, first, n int, lat *[]time.Duration, cpu *time.Duration) error {
+	sas := make([]unix.SockaddrInet4, len(dsts))
+	for i, d := range dsts {
+		sas[i] = unix.SockaddrInet4{Port: int(d.Port()), Addr: d.Addr().As4()}
+	}
 	local := &unix.SockaddrInet4{Addr: src.As4()}
 	tv := unix.NsecToTimeval((10 * time.Second).Nanoseconds()) // hang protection
 	out := []byte{'x'}
@@ -485,6 +489,8 @@ func connLoop(src netip.Addr, dst netip.AddrPort, n int, lat *[]time.Duration, c
 		*cpu = time.Duration(after.Utime.Nano() - before.Utime.Nano() + after.Stime.Nano() - before.Stime.Nano())
 	}()
 	for i := range n {
+		k := (first + i) % len(dsts)
+		dst, sa := dsts[k], &sas[k]
 		t0 := time.Now()
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {

@@ -31,7 +31,11 @@ func report(b *testing.B, n, conns int, created time.Duration, results []*result
 		if r.syncs > 1 {
 			own += fmt.Sprintf(" (mean of %d syncs)", r.syncs)
 		}
-		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s |\n", r.mode, dur(r.startToProbe), own, dur(r.changeE2E), dur(r.changeProg), dur(r.changeNPL))
+		prog := dur(r.changeProg)
+		if r.changeProgCPU > 0 {
+			prog += fmt.Sprintf(" (CPU %s)", dur(r.changeProgCPU))
+		}
+		fmt.Fprintf(&w, "| %s | %s | %s | %s | %s | %s |\n", r.mode, dur(r.startToProbe), own, dur(r.changeE2E), prog, dur(r.changeNPL))
 	}
 
 	// The direct baseline is the mean of the direct runs at the start and at
@@ -46,7 +50,7 @@ func report(b *testing.B, n, conns int, created time.Duration, results []*result
 			direct.load[c] = l
 		}
 	}
-	fmt.Fprintf(&w, "\n%d new TCP connections (connect, 1-byte echo, close) to the last Service's ClusterIP (direct: to a backend address, no proxy). CPU × direct: against the mean of the two direct runs.\n\n", conns)
+	fmt.Fprintf(&w, "\n%d new TCP connections (connect, 1-byte echo, close), in turn to the ClusterIPs of %d Services picked at random, the same in every mode (direct: to a backend address of each, no proxy). CPU × direct: against the mean of the two direct runs.\n\n", conns, min(spreadServices, n))
 	w.WriteString("| mode | conc. | conn/s | p50 | p99 | client CPU/conn | CPU × direct | conn/s × kube-proxy iptables (legacy / nft) |\n")
 	w.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range []int{1, 8} {
@@ -81,6 +85,7 @@ func report(b *testing.B, n, conns int, created time.Duration, results []*result
 	if e := find(results, modeEBPF); e != nil {
 		b.ReportMetric(float64(e.firstSync)/1e6, "ebpf-program-ms")
 		b.ReportMetric(float64(e.changeProg)/1e3, "ebpf-change-µs")
+		b.ReportMetric(float64(e.changeProgCPU)/1e3, "ebpf-change-cpu-µs")
 		if direct != nil && direct.load[1].CPUPerConn > 0 {
 			b.ReportMetric(float64(e.load[1].CPUPerConn)/float64(direct.load[1].CPUPerConn), "ebpf-cpu×direct")
 		}
