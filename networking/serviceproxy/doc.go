@@ -3,11 +3,11 @@
 // sendmsg4/6, recvmsg4/6, getpeername4/6) that rewrite a Service's virtual address to a
 // backend before a packet exists, and back again for the application.
 //
-// NodePorts, externalIPs and LoadBalancer IPs are served by TCX ingress/egress
-// programs on the node's external links (bpf/tc.c, tcx.go): DNAT to a backend, an LRU
-// conntrack map, SNAT to the node for remote backends under externalTrafficPolicy
-// Cluster, client address kept under Local; HealthServer answers the Local
-// Services' health-check node ports.
+// NodePorts, externalIPs and LoadBalancer IPs, IPv4 and IPv6, are served by TCX
+// ingress/egress programs on the node's external links (bpf/tc.c, tcx.go): DNAT to a
+// backend, an LRU conntrack map per family, SNAT to the node for remote backends
+// under externalTrafficPolicy Cluster, client address kept under Local;
+// HealthServer answers the Local Services' health-check node ports.
 //
 // The C programs live in bpf/; bpf2go (see gen.go) turns them into the committed
 // {sock,tc}_bpfel.go and .o files. Proxy loads them, attaches them to one cgroup, pins
@@ -26,7 +26,9 @@
 // slots change in one atomic write; the slots map holds the rest. Backends are an array
 // indexed by backend ID; a removed backend is overwritten with its address and port 0.
 // The pin directory records this layout's version (kiln_layout): Open removes pinned
-// configuration maps of another version, which the next Sync fills again.
+// configuration maps of a version whose layout it does not read, which the next Sync
+// fills again, and pinned TC state maps (links, node addresses, conntrack, affinity)
+// whose key or value changed.
 //
 // Reverse NAT for getpeername(2) and recvmsg(2) is kept with the socket
 // (socket-local storage) for connected sockets, and in an LRU map by socket cookie

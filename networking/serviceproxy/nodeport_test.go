@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-os/kiln/networking/netnstest"
 )
@@ -21,37 +22,49 @@ import (
 // TestNodePort sends TCP and UDP from a client namespace to the node's address and
 // NodePorts over a veth, through the TCX programs, to a backend in a third namespace
 // (remote: DNAT and SNAT, the reply reverse-NATed at the node's ingress) and to
-// backends in the node's namespace (local: DNAT only, reverse NAT at egress). The
-// test's namespace plays the node:
+// backends in the node's namespace (local: DNAT only, reverse NAT at egress), over
+// IPv4 and IPv6. The test's namespace plays the dual-stack node:
 //
-//	client ns (10.1.0.2) ==veth== ext0 (10.1.0.1) node ext1 (10.2.0.1) ==veth== backend ns (10.2.0.2)
+//	client ns (10.1.0.2, fd00:1::2) ==veth== ext0 (10.1.0.1, fd00:1::1) node
+//	    ext1 (10.2.0.1, fd00:2::1) ==veth== backend ns (10.2.0.2, fd00:2::2)
 func TestNodePort(t *testing.T) {
 	s := newSandbox(t)
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
-		t.Fatalf("enable forwarding in the test's namespace: %v", err)
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(f, []byte("1"), 0); err != nil {
+			t.Fatalf("enable forwarding in the test's namespace: %v", err)
+		}
 	}
 	clientNS := netnstest.PeerNS(t)
 	backendNS := netnstest.PeerNS(t)
-	vethTo(t, "ext0", "10.1.0.1/24", clientNS, "10.1.0.2/24", "")
-	vethTo(t, "ext1", "10.2.0.1/24", backendNS, "10.2.0.2/24", "10.2.0.1")
+	vethTo(t, "ext0", []string{"10.1.0.1/24", "fd00:1::1/64"}, clientNS, []string{"10.1.0.2/24", "fd00:1::2/64"})
+	vethTo(t, "ext1", []string{"10.2.0.1/24", "fd00:2::1/64"}, backendNS, []string{"10.2.0.2/24", "fd00:2::2/64"},
+		"10.2.0.1", "fd00:2::1")
 
 	// Each server answers with its name and the client address it sees.
-	var remoteTCP, remoteUDP net.Addr
+	var remoteTCP, remoteUDP, remoteTCP6, remoteUDP6 net.Addr
 	netnstest.Do(t, backendNS, func() {
 		remoteTCP = echoTCP(t, "remote", "10.2.0.2:8080")
 		remoteUDP = echoUDP(t, "remote", "10.2.0.2:8053")
+		remoteTCP6 = echoTCP(t, "remote", "[fd00:2::2]:8080")
+		remoteUDP6 = echoUDP(t, "remote", "[fd00:2::2]:8053")
 	})
 	localTCP := echoTCP(t, "local", "10.1.0.1:8081")
 	localUDP := echoUDP(t, "local", "10.1.0.1:8054")
+	localTCP6 := echoTCP(t, "local", "[fd00:1::1]:8081")
+	localUDP6 := echoUDP(t, "local", "[fd00:1::1]:8054")
 
 	node := netip.MustParseAddr("10.1.0.1")
 	np := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node, port) }
+	node6 := netip.MustParseAddr("fd00:1::1")
+	np6 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node6, port) }
 	fromClient := func(f func()) { netnstest.Do(t, clientNS, f) }
 
 	// Before anything is programmed the NodePort leads nowhere.
 	fromClient(func() {
-		if got, err := askTCPOnce(np(30080), 5*time.Second); err == nil {
-			t.Fatalf("before programming: %s answered %q, want unreachable", np(30080), got)
+		for _, dst := range []netip.AddrPort{np(30080), np6(30080)} {
+			if got, err := askTCPOnce(dst, 5*time.Second); err == nil {
+				t.Fatalf("before programming: %s answered %q, want unreachable", dst, got)
+			}
 		}
 	})
 
@@ -65,6 +78,12 @@ func TestNodePort(t *testing.T) {
 	remoteU := netip.MustParseAddrPort(remoteUDP.String())
 	local := netip.MustParseAddrPort(localTCP.String())
 	localU := netip.MustParseAddrPort(localUDP.String())
+	remote6 := netip.MustParseAddrPort(remoteTCP6.String())
+	remoteU6 := netip.MustParseAddrPort(remoteUDP6.String())
+	local6 := netip.MustParseAddrPort(localTCP6.String())
+	localU6 := netip.MustParseAddrPort(localUDP6.String())
+	// The IPv6 Services are the dual-stack twins of the IPv4 ones: the same
+	// NodePorts.
 	err = p.Sync([]Service{
 		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.1"), 80, TCP}, Backends: []netip.AddrPort{remote}, NodePort: 30080},
 		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.1"), 53, UDP}, Backends: []netip.AddrPort{remoteU}, NodePort: 30053},
@@ -74,12 +93,21 @@ func TestNodePort(t *testing.T) {
 			LocalBackends: []netip.AddrPort{localU}, NodePort: 30054},
 		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.3"), 80, TCP}, Backends: []netip.AddrPort{remote, local},
 			LocalBackends: []netip.AddrPort{local}, NodePort: 30082, ExternalPolicy: PolicyLocal},
+
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::1"), 80, TCP}, Backends: []netip.AddrPort{remote6}, NodePort: 30080},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::1"), 53, UDP}, Backends: []netip.AddrPort{remoteU6}, NodePort: 30053},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::2"), 80, TCP}, Backends: []netip.AddrPort{local6},
+			LocalBackends: []netip.AddrPort{local6}, NodePort: 30081},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::2"), 53, UDP}, Backends: []netip.AddrPort{localU6},
+			LocalBackends: []netip.AddrPort{localU6}, NodePort: 30054},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::3"), 80, TCP}, Backends: []netip.AddrPort{remote6, local6},
+			LocalBackends: []netip.AddrPort{local6}, NodePort: 30082, ExternalPolicy: PolicyLocal},
 	})
 	if err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
 
-	const clientAddr = "10.1.0.2"
+	const clientAddr, clientAddr6 = "10.1.0.2", "fd00:1::2"
 	cases := []struct {
 		name      string
 		udp       bool
@@ -92,6 +120,11 @@ func TestNodePort(t *testing.T) {
 		{"tcp local backend sees the client", false, np(30081), "local", clientAddr},
 		{"udp local backend sees the client", true, np(30054), "local", clientAddr},
 		{"tcp local policy keeps the client address", false, np(30082), "local", clientAddr},
+		{"ipv6 tcp remote backend is SNATed", false, np6(30080), "remote", "fd00:1::1"},
+		{"ipv6 udp remote backend is SNATed", true, np6(30053), "remote", "fd00:1::1"},
+		{"ipv6 tcp local backend sees the client", false, np6(30081), "local", clientAddr6},
+		{"ipv6 udp local backend sees the client", true, np6(30054), "local", clientAddr6},
+		{"ipv6 tcp local policy keeps the client address", false, np6(30082), "local", clientAddr6},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,7 +144,10 @@ func TestNodePort(t *testing.T) {
 					t.Fatalf("request %d to %s: %v", i, c.dst, err)
 				}
 				name, seen, _ := strings.Cut(got, "|")
-				seenAddr, _, _ := strings.Cut(seen, ":")
+				seenAddr := seen
+				if ap, err := netip.ParseAddrPort(seen); err == nil {
+					seenAddr = ap.Addr().String()
+				}
 				if name != c.backend || seenAddr != c.sourceSee {
 					t.Fatalf("request %d to %s: answered by %q seeing client %q, want %q seeing %q", i, c.dst, name, seen, c.backend, c.sourceSee)
 				}
@@ -127,8 +163,10 @@ func TestNodePort(t *testing.T) {
 			t.Fatal(err)
 		}
 		fromClient(func() {
-			if got, _, err := dialTCP(np(30080)); err != nil || !strings.HasPrefix(got, "remote|") {
-				t.Errorf("with the proxy closed: %q, %v; want the remote backend", got, err)
+			for _, dst := range []netip.AddrPort{np(30080), np6(30080)} {
+				if got, _, err := dialTCP(dst); err != nil || !strings.HasPrefix(got, "remote|") {
+					t.Errorf("with the proxy closed: %s answered %q, %v; want the remote backend", dst, got, err)
+				}
 			}
 		})
 		p2, err := Open(Config{Cgroup: s.Cgroup, PinDir: s.PinDir,
@@ -137,47 +175,67 @@ func TestNodePort(t *testing.T) {
 			t.Fatal(err)
 		}
 		p = p2
-		if got := p2.Stats().Frontends; got != 5 {
-			t.Errorf("adopted %d frontends, want 5", got)
+		if got := p2.Stats().Frontends; got != 10 {
+			t.Errorf("adopted %d frontends, want 10", got)
 		}
 		// Dropping ext0 from the external links detaches the programs.
 		if err := p2.SetExternalLinks([]ExternalLink{{Name: "ext1"}}); err != nil {
 			t.Fatal(err)
 		}
 		fromClient(func() {
-			if got, err := askTCPOnce(np(30080), 5*time.Second); err == nil {
-				t.Errorf("after detaching ext0: %s answered %q, want unreachable", np(30080), got)
+			for _, dst := range []netip.AddrPort{np(30080), np6(30080)} {
+				if got, err := askTCPOnce(dst, 5*time.Second); err == nil {
+					t.Errorf("after detaching ext0: %s answered %q, want unreachable", dst, got)
+				}
 			}
 		})
 	})
 }
 
-// vethTo makes a veth pair: name with addr in the test's namespace, eth0 with
-// peerAddr (and a default route via gw, unless empty) in ns.
-func vethTo(t *testing.T, name, addr string, ns netns.NsHandle, peerAddr, gw string) {
+// vethTo makes a veth pair: name with addrs in the test's namespace, eth0 with
+// peerAddrs (and a default route via each of gws) in ns. IPv6 addresses are
+// usable at once: duplicate address detection is off in both namespaces, for the
+// link-local addresses too (the kernel solicits a neighbour for a forwarded
+// packet from the link's link-local address, and sends nothing while it is
+// tentative), and the given addresses are added with IFA_F_NODAD.
+func vethTo(t *testing.T, name string, addrs []string, ns netns.NsHandle, peerAddrs []string, gws ...string) {
 	t.Helper()
+	noDAD := func() {
+		for _, f := range []string{"/proc/sys/net/ipv6/conf/all/accept_dad", "/proc/sys/net/ipv6/conf/default/accept_dad"} {
+			if err := os.WriteFile(f, []byte("0"), 0); err != nil {
+				t.Fatalf("disable IPv6 duplicate address detection: %v", err)
+			}
+		}
+	}
+	noDAD()
+	netnstest.Do(t, ns, noDAD)
 	peer := name + "p"
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer,
 		PeerNamespace: netlink.NsFd(int(ns))}); err != nil {
 		t.Fatalf("add veth %s: %v", name, err)
 	}
-	up := func(link, cidr string) {
+	up := func(link string, cidrs []string) {
 		l, err := netlink.LinkByName(link)
 		if err != nil {
 			t.Fatalf("link %s: %v", link, err)
 		}
-		a, err := netlink.ParseAddr(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := netlink.AddrAdd(l, a); err != nil {
-			t.Fatalf("address %s on %s: %v", cidr, link, err)
+		for _, cidr := range cidrs {
+			a, err := netlink.ParseAddr(cidr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.IP.To4() == nil {
+				a.Flags |= unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(l, a); err != nil {
+				t.Fatalf("address %s on %s: %v", cidr, link, err)
+			}
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
 			t.Fatalf("up %s: %v", link, err)
 		}
 	}
-	up(name, addr)
+	up(name, addrs)
 	netnstest.Do(t, ns, func() {
 		lo, err := netlink.LinkByName("lo")
 		if err == nil {
@@ -186,8 +244,8 @@ func vethTo(t *testing.T, name, addr string, ns netns.NsHandle, peerAddr, gw str
 		if err != nil {
 			t.Fatalf("loopback up: %v", err)
 		}
-		up(peer, peerAddr)
-		if gw != "" {
+		up(peer, peerAddrs)
+		for _, gw := range gws {
 			l, _ := netlink.LinkByName(peer)
 			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)}); err != nil {
 				t.Fatalf("default route via %s: %v", gw, err)
@@ -200,7 +258,7 @@ func vethTo(t *testing.T, name, addr string, ns netns.NsHandle, peerAddr, gw str
 // calling thread.
 func echoTCP(t *testing.T, name, addr string) net.Addr {
 	t.Helper()
-	l, err := net.Listen("tcp4", addr)
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
@@ -221,7 +279,7 @@ func echoTCP(t *testing.T, name, addr string) net.Addr {
 // echoUDP answers each datagram with "name|client address".
 func echoUDP(t *testing.T, name, addr string) net.Addr {
 	t.Helper()
-	u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
 	if err != nil {
 		t.Fatalf("listen udp %s: %v", addr, err)
 	}

@@ -170,6 +170,7 @@ func (p *Proxy) loadTC() error {
 		tcMapKilnBackends:   l.Backends + 1,
 		tcMapKilnFrontends:  l.Frontends,
 		tcMapKilnCt:         l.Conntrack,
+		tcMapKilnCt6:        l.Conntrack6,
 		tcMapKilnTcAffinity: l.AffinityEntries,
 	} {
 		spec.Maps[name].MaxEntries = n
@@ -274,7 +275,7 @@ func (p *Proxy) Remove() error {
 		errs = append(errs, err)
 	}
 	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnSkRevnat, p.objs.KilnAffinity,
-		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnTcAffinity} {
+		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnCt6, p.tcObjs.KilnTcAffinity} {
 		if m != nil {
 			errs = append(errs, m.Unpin())
 		}
@@ -327,9 +328,17 @@ func (p *Proxy) Stats() Stats {
 
 // layoutVersion numbers the layout of the configuration maps (what their
 // entries mean, not only their sizes): 2 has the first slots of a table inline
-// in the service and frontend values, and the backends in an array. Version 1
-// had no marker.
-const layoutVersion = 2
+// in the service and frontend values, and the backends in an array; 3 serves
+// IPv6 on the TCX programs, with a conntrack map of its own (kiln_ct6), IPv6
+// SNAT sources in kiln_links and 16-byte clients in kiln_tc_affinity (those
+// are replaced by replaceChangedStateMaps), and reads the configuration maps
+// of 2 as they are. Version 1 had no marker.
+const layoutVersion = 3
+
+// configLayoutSince is the oldest layout version whose configuration maps
+// (layoutMaps) layoutVersion reads as they are: Open keeps those, so that an
+// upgrade does not empty the services until the next Sync.
+const configLayoutSince = 2
 
 // layoutPin is a one-element array map in the pin directory that holds the
 // layout version of the maps pinned there.
@@ -341,15 +350,19 @@ const layoutPin = "kiln_layout"
 var layoutMaps = []string{sockMapKilnServices, sockMapKilnSlots, sockMapKilnBackends, tcMapKilnFrontends}
 
 // checkLayout removes the pinned configuration maps of another layout version,
-// so that they are made anew instead of misread. Their programs keep them
+// so that they are made anew instead of misread, and the pinned TC state maps
+// whose layout changed (replaceChangedStateMaps). Their programs keep them
 // until the links are updated; the services are programmed again by the next
 // Sync.
 func (p *Proxy) checkLayout() error {
+	if err := p.replaceChangedStateMaps(); err != nil {
+		return err
+	}
 	version, err := p.pinnedLayout()
 	if err != nil {
 		return err
 	}
-	if version == layoutVersion {
+	if version >= configLayoutSince && version <= layoutVersion {
 		return nil
 	}
 	for _, name := range layoutMaps {

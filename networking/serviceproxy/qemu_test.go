@@ -16,13 +16,15 @@ import (
 // inKernelTests are the privileged datapath tests TestQemuServiceProxyInKernel runs
 // in a guest with the node's pinned Debian kernel: the cgroup sock_addr programs
 // (ClusterIP TCP/UDP over v4, v6 and v4-mapped, no endpoints refused, affinity),
-// restart with pinned links, the TCX NodePort programs with real traffic over veth
-// (including the Local policy) and the TC programs under BPF_PROG_TEST_RUN.
+// restart with pinned links, upgrades of pinned maps, the TCX NodePort programs with
+// real IPv4 and IPv6 traffic over veth (including the Local policy) and the TC
+// programs under BPF_PROG_TEST_RUN.
 var inKernelTests = []string{
 	"TestClusterIP",
 	"TestRestart",
 	"TestOpenRejectsNonBPFFS",
 	"TestOpenReplacesOldLayout",
+	"TestOpenUpgradesLayout2",
 	"TestNodePort",
 	"TestTCPrograms",
 }

@@ -28,6 +28,27 @@ type tcBackend struct {
 	Pad   uint8
 }
 
+type tcCt6Key struct {
+	_     structs.HostLayout
+	Saddr [4]uint32
+	Daddr [4]uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Dir   uint8
+	Pad   uint16
+}
+
+type tcCt6Val struct {
+	_         structs.HostLayout
+	Saddr     [4]uint32
+	Daddr     [4]uint32
+	Sport     uint16
+	Dport     uint16
+	Flags     uint32
+	BackendId uint32
+}
+
 type tcCtKey struct {
 	_     structs.HostLayout
 	Saddr uint32
@@ -63,6 +84,7 @@ type tcLinkCfg struct {
 	_     structs.HostLayout
 	Snat4 uint32
 	Flags uint32
+	Snat6 [4]uint32
 }
 
 type tcNodeAddr struct {
@@ -86,7 +108,7 @@ type tcSvcKey struct {
 
 type tcTcAffinityKey struct {
 	_      structs.HostLayout
-	Client uint32
+	Client [4]uint32
 	Id     uint32
 }
 
@@ -96,6 +118,7 @@ type tcTcAffinityKey struct {
 const (
 	tcMapKilnBackends   = "kiln_backends"
 	tcMapKilnCt         = "kiln_ct"
+	tcMapKilnCt6        = "kiln_ct6"
 	tcMapKilnFrontends  = "kiln_frontends"
 	tcMapKilnLinks      = "kiln_links"
 	tcMapKilnNodeAddrs  = "kiln_node_addrs"
@@ -157,6 +180,7 @@ type tcProgramSpecs struct {
 type tcMapSpecs struct {
 	KilnBackends   *ebpf.MapSpec `ebpf:"kiln_backends"`
 	KilnCt         *ebpf.MapSpec `ebpf:"kiln_ct"`
+	KilnCt6        *ebpf.MapSpec `ebpf:"kiln_ct6"`
 	KilnFrontends  *ebpf.MapSpec `ebpf:"kiln_frontends"`
 	KilnLinks      *ebpf.MapSpec `ebpf:"kiln_links"`
 	KilnNodeAddrs  *ebpf.MapSpec `ebpf:"kiln_node_addrs"`
@@ -192,6 +216,7 @@ func (o *tcObjects) Close() error {
 type tcMaps struct {
 	KilnBackends   *ebpf.Map `ebpf:"kiln_backends"`
 	KilnCt         *ebpf.Map `ebpf:"kiln_ct"`
+	KilnCt6        *ebpf.Map `ebpf:"kiln_ct6"`
 	KilnFrontends  *ebpf.Map `ebpf:"kiln_frontends"`
 	KilnLinks      *ebpf.Map `ebpf:"kiln_links"`
 	KilnNodeAddrs  *ebpf.Map `ebpf:"kiln_node_addrs"`
@@ -203,6 +228,7 @@ func (m *tcMaps) Close() error {
 	return _TcClose(
 		m.KilnBackends,
 		m.KilnCt,
+		m.KilnCt6,
 		m.KilnFrontends,
 		m.KilnLinks,
 		m.KilnNodeAddrs,

@@ -6,7 +6,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/go-cmp/cmp"
@@ -48,17 +51,21 @@ func csum(parts ...[]byte) uint16 {
 	return ^uint16(sum)
 }
 
-// pkt is the part of an Ethernet/IPv4/TCP-or-UDP packet the tests look at.
+// pkt is the part of an Ethernet/IPv4-or-IPv6/TCP-or-UDP packet the tests look at;
+// the family is the addresses'.
 type pkt struct {
 	Proto    Proto
 	Src, Dst netip.AddrPort
 	Payload  string
-	NoCsum   bool // UDP without a checksum
+	NoCsum   bool // UDP without a checksum (IPv4)
+	ExtHdr   bool // IPv6: a Destination Options header before TCP/UDP
 }
+
+// ipProtoDstOpts is the IPv6 Destination Options extension header.
+const ipProtoDstOpts = 60
 
 // build makes the frame, with correct checksums.
 func (p pkt) build() []byte {
-	eth := []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
 	var l4 []byte
 	if p.Proto == TCP {
 		l4 = make([]byte, 20)
@@ -73,20 +80,40 @@ func (p pkt) build() []byte {
 	binary.BigEndian.PutUint16(l4[0:], p.Src.Port())
 	binary.BigEndian.PutUint16(l4[2:], p.Dst.Port())
 	l4 = append(l4, p.Payload...)
-	ip := make([]byte, 20)
-	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
-	binary.BigEndian.PutUint16(ip[4:], 0x1234)
-	binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
-	ip[8] = 64
-	ip[9] = byte(p.Proto)
-	s, d := p.Src.Addr().As4(), p.Dst.Addr().As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	binary.BigEndian.PutUint16(ip[10:], csum(ip))
+
+	var eth, ip []byte
+	if p.Src.Addr().Is6() {
+		eth = []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd}
+		ip = make([]byte, 40)
+		ip[0] = 0x60
+		ip[6] = byte(p.Proto)
+		ip[7] = 64 // hop limit
+		s, d := p.Src.Addr().As16(), p.Dst.Addr().As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+		if p.ExtHdr {
+			// Next header, length 0 (8 bytes), a PadN option of 4.
+			ip = append(ip, byte(p.Proto), 0, 1, 4, 0, 0, 0, 0)
+			ip[6] = ipProtoDstOpts
+		}
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(ip)-40+len(l4)))
+	} else {
+		eth = []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
+		ip = make([]byte, 20)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
+		binary.BigEndian.PutUint16(ip[4:], 0x1234)
+		binary.BigEndian.PutUint16(ip[6:], 0x4000) // DF
+		ip[8] = 64
+		ip[9] = byte(p.Proto)
+		s, d := p.Src.Addr().As4(), p.Dst.Addr().As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		binary.BigEndian.PutUint16(ip[10:], csum(ip))
+	}
 	off := l4CsumOff(p.Proto)
 	if !p.NoCsum {
-		c := csum(pseudo(ip, len(l4)), l4)
+		c := csum(pseudo(p.Src.Addr(), p.Dst.Addr(), p.Proto, len(l4)), l4)
 		if p.Proto == UDP && c == 0 {
 			c = 0xffff
 		}
@@ -102,23 +129,57 @@ func l4CsumOff(p Proto) int {
 	return 6
 }
 
-func pseudo(ip []byte, l4len int) []byte {
-	ph := make([]byte, 12)
-	copy(ph, ip[12:20])
-	ph[9] = ip[9]
-	binary.BigEndian.PutUint16(ph[10:], uint16(l4len))
+// pseudo is the pseudo header that the TCP/UDP checksum covers: RFC 793 for IPv4,
+// RFC 8200 section 8.1 for IPv6.
+func pseudo(src, dst netip.Addr, proto Proto, l4len int) []byte {
+	if src.Is4() {
+		ph := make([]byte, 12)
+		s, d := src.As4(), dst.As4()
+		copy(ph, s[:])
+		copy(ph[4:], d[:])
+		ph[9] = byte(proto)
+		binary.BigEndian.PutUint16(ph[10:], uint16(l4len))
+		return ph
+	}
+	ph := make([]byte, 40)
+	s, d := src.As16(), dst.As16()
+	copy(ph, s[:])
+	copy(ph[16:], d[:])
+	binary.BigEndian.PutUint32(ph[32:], uint32(l4len))
+	ph[39] = byte(proto)
 	return ph
 }
 
-// parse reads a frame the program wrote back, and checks both of its checksums
-// against ones computed from scratch.
+// parse reads a frame the program wrote back, and checks its checksums against
+// ones computed from scratch (the IPv4 header's, and TCP's or UDP's).
 func parse(t *testing.T, b []byte) pkt {
 	t.Helper()
-	ip := b[14:34]
-	l4 := b[34:]
-	proto := Proto(ip[9])
-	s := netip.AddrFrom4([4]byte(ip[12:16]))
-	d := netip.AddrFrom4([4]byte(ip[16:20]))
+	var (
+		proto Proto
+		s, d  netip.Addr
+		l4    []byte
+	)
+	if binary.BigEndian.Uint16(b[12:]) == 0x86dd {
+		ip := b[14:54]
+		l4 = b[54:]
+		proto = Proto(ip[6])
+		s = netip.AddrFrom16([16]byte(ip[8:24]))
+		d = netip.AddrFrom16([16]byte(ip[24:40]))
+		if got, want := int(binary.BigEndian.Uint16(ip[4:])), len(l4); got != want {
+			t.Errorf("IPv6 payload length %d, want %d", got, want)
+		}
+	} else {
+		ip := b[14:34]
+		l4 = b[34:]
+		proto = Proto(ip[9])
+		s = netip.AddrFrom4([4]byte(ip[12:16]))
+		d = netip.AddrFrom4([4]byte(ip[16:20]))
+		ipCopy := append([]byte(nil), ip...)
+		ipCopy[10], ipCopy[11] = 0, 0
+		if want, got := csum(ipCopy), binary.BigEndian.Uint16(ip[10:]); got != want {
+			t.Errorf("IP checksum %#04x, want %#04x", got, want)
+		}
+	}
 	p := pkt{
 		Proto: proto,
 		Src:   netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4[0:])),
@@ -127,20 +188,18 @@ func parse(t *testing.T, b []byte) pkt {
 	hdr := map[Proto]int{TCP: 20, UDP: 8}[proto]
 	p.Payload = string(l4[hdr:])
 
-	ipCopy := append([]byte(nil), ip...)
-	ipCopy[10], ipCopy[11] = 0, 0
-	if want, got := csum(ipCopy), binary.BigEndian.Uint16(ip[10:]); got != want {
-		t.Errorf("IP checksum %#04x, want %#04x", got, want)
-	}
 	off := l4CsumOff(proto)
 	got := binary.BigEndian.Uint16(l4[off:])
 	if proto == UDP && got == 0 {
+		if s.Is6() {
+			t.Errorf("UDP checksum 0 in an IPv6 packet (RFC 8200 section 8.1 forbids it)")
+		}
 		p.NoCsum = true
 		return p
 	}
 	l4Copy := append([]byte(nil), l4...)
 	l4Copy[off], l4Copy[off+1] = 0, 0
-	want := csum(pseudo(ip, len(l4)), l4Copy)
+	want := csum(pseudo(s, d, proto, len(l4)), l4Copy)
 	if proto == UDP && want == 0 {
 		want = 0xffff
 	}
@@ -190,14 +249,29 @@ func TestTCPrograms(t *testing.T) {
 		ingress  = p.tcObjs.KilnTcIngress
 		egress   = p.tcObjs.KilnTcEgress
 		frontend = func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node, port) }
+
+		// The same for IPv6: the node is dual-stack, and each IPv6 Service
+		// has the NodePort of its IPv4 twin, as a dual-stack Kubernetes
+		// Service has.
+		node6     = netip.MustParseAddr("fd00:1::1")
+		client6   = netip.MustParseAddrPort("[2001:db8::10]:40000")
+		remote6   = netip.MustParseAddrPort("[fd00:2::2]:8080")
+		remote6b  = netip.MustParseAddrPort("[fd00:2::3]:8080")
+		localBE6  = netip.MustParseAddrPort("[fd00:1::1]:8081")
+		extIP6    = netip.MustParseAddr("2001:db8:ff::7")
+		lbIP6     = netip.MustParseAddr("2001:db8:ff::8")
+		other6    = netip.MustParseAddr("2001:db8:ff::99")
+		frontend6 = func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node6, port) }
 	)
 	// The link config SetExternalLinks would write for a link with index
-	// testIfindex and address node.
-	if err := p.tcObjs.KilnLinks.Put(uint32(testIfindex), tcLinkCfg{Snat4: addrWords(node)[3]}); err != nil {
+	// testIfindex and addresses node and node6.
+	if err := p.tcObjs.KilnLinks.Put(uint32(testIfindex), tcLinkCfg{Snat4: addrWords(node)[3], Snat6: addrWords(node6)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.tcObjs.KilnNodeAddrs.Put(tcNodeAddr{Addr: addrWords(node)}, uint32(testIfindex)); err != nil {
-		t.Fatal(err)
+	for _, a := range []netip.Addr{node, node6} {
+		if err := p.tcObjs.KilnNodeAddrs.Put(tcNodeAddr{Addr: addrWords(a)}, uint32(testIfindex)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	err := p.Sync([]Service{
 		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.1"), 80, TCP}, Backends: []netip.AddrPort{remote}, NodePort: 30080},
@@ -208,6 +282,19 @@ func TestTCPrograms(t *testing.T) {
 			LocalBackends: []netip.AddrPort{localBE}, NodePort: 30081, ExternalPolicy: PolicyLocal},
 		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.4"), 80, TCP}, Backends: []netip.AddrPort{remote},
 			NodePort: 30082, ExternalPolicy: PolicyLocal},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.5"), 80, TCP}, Backends: []netip.AddrPort{remote, remote2},
+			NodePort: 30083, Affinity: time.Hour},
+
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::1"), 80, TCP}, Backends: []netip.AddrPort{remote6}, NodePort: 30080},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::1"), 53, UDP}, Backends: []netip.AddrPort{remote6}, NodePort: 30053},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::2"), 80, TCP}, Backends: []netip.AddrPort{localBE6},
+			LocalBackends: []netip.AddrPort{localBE6}, ExternalIPs: []netip.Addr{extIP6}, LoadBalancerIPs: []netip.Addr{lbIP6}},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::3"), 80, TCP}, Backends: []netip.AddrPort{remote6, localBE6, remote6b},
+			LocalBackends: []netip.AddrPort{localBE6}, NodePort: 30081, ExternalPolicy: PolicyLocal},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::4"), 80, TCP}, Backends: []netip.AddrPort{remote6},
+			NodePort: 30082, ExternalPolicy: PolicyLocal},
+		{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::5"), 80, TCP}, Backends: []netip.AddrPort{remote6, remote6b},
+			NodePort: 30083, Affinity: time.Hour},
 	})
 	if err != nil {
 		t.Fatalf("Sync: %v", err)
@@ -262,12 +349,61 @@ func TestTCPrograms(t *testing.T) {
 		{"egress without a flow passes untouched", egress,
 			pkt{Proto: UDP, Src: frontend(5353), Dst: cport(40008), Payload: "x"}, []uint32{tcxNext}, pkt{}},
 	}
+	cport6 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(client6.Addr(), port) }
+	snat6 := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(node6, port) }
+	steps = append(steps, []step{
+		{"ipv6 tcp nodeport: DNAT to the remote backend, SNAT to the node", ingress,
+			pkt{Proto: TCP, Src: client6, Dst: frontend6(30080), Payload: "hello"}, forwarded,
+			pkt{Proto: TCP, Src: snat6(client6.Port()), Dst: remote6, Payload: "hello"}},
+		{"ipv6 tcp nodeport: the same flow again", ingress,
+			pkt{Proto: TCP, Src: client6, Dst: frontend6(30080), Payload: "more"}, forwarded,
+			pkt{Proto: TCP, Src: snat6(client6.Port()), Dst: remote6, Payload: "more"}},
+		{"ipv6 tcp nodeport: the reply, reverse NAT at ingress", ingress,
+			pkt{Proto: TCP, Src: remote6, Dst: snat6(client6.Port()), Payload: "world"}, forwarded,
+			pkt{Proto: TCP, Src: frontend6(30080), Dst: client6, Payload: "world"}},
+		{"ipv6 the IPv4 flow of the same ports is another flow", ingress,
+			pkt{Proto: TCP, Src: client, Dst: frontend(30080), Payload: "v4"}, forwarded,
+			pkt{Proto: TCP, Src: netip.AddrPortFrom(node, client.Port()), Dst: remote, Payload: "v4"}},
+		{"ipv6 udp nodeport: DNAT and SNAT", ingress,
+			pkt{Proto: UDP, Src: cport6(40001), Dst: frontend6(30053), Payload: "q"}, forwarded,
+			pkt{Proto: UDP, Src: snat6(40001), Dst: remote6, Payload: "q"}},
+		{"ipv6 udp nodeport: the reply", ingress,
+			pkt{Proto: UDP, Src: remote6, Dst: snat6(40001), Payload: "answer"}, forwarded,
+			pkt{Proto: UDP, Src: frontend6(30053), Dst: cport6(40001), Payload: "answer"}},
+		{"ipv6 udp: a checksum that comes out 0 is sent as 0xffff", ingress,
+			pkt{Proto: UDP, Src: cport6(40002), Dst: frontend6(30053), Payload: zeroSumPayload(snat6(40002), remote6)}, forwarded,
+			pkt{Proto: UDP, Src: snat6(40002), Dst: remote6, Payload: zeroSumPayload(snat6(40002), remote6)}},
+		{"ipv6 externalIP to a local backend: DNAT only", ingress,
+			pkt{Proto: TCP, Src: cport6(40003), Dst: netip.AddrPortFrom(extIP6, 80)}, pass,
+			pkt{Proto: TCP, Src: cport6(40003), Dst: localBE6}},
+		{"ipv6 externalIP: the local backend's reply, reverse NAT at egress", egress,
+			pkt{Proto: TCP, Src: localBE6, Dst: cport6(40003), Payload: "hi"}, pass,
+			pkt{Proto: TCP, Src: netip.AddrPortFrom(extIP6, 80), Dst: cport6(40003), Payload: "hi"}},
+		{"ipv6 externalIP: the local backend's reply coming in on an external link passes untouched", ingress,
+			pkt{Proto: TCP, Src: localBE6, Dst: cport6(40003), Payload: "hi"}, []uint32{tcxNext}, pkt{}},
+		{"ipv6 load balancer IP", ingress,
+			pkt{Proto: TCP, Src: cport6(40004), Dst: netip.AddrPortFrom(lbIP6, 80)}, pass,
+			pkt{Proto: TCP, Src: cport6(40004), Dst: localBE6}},
+		{"ipv6 local policy without a local backend drops", ingress,
+			pkt{Proto: TCP, Src: cport6(40005), Dst: frontend6(30082)}, []uint32{tcxDrop}, pkt{}},
+		{"ipv6 unknown port passes untouched", ingress,
+			pkt{Proto: TCP, Src: cport6(40006), Dst: frontend6(31999)}, []uint32{tcxNext}, pkt{}},
+		{"ipv6 nodeport on an address that is not the node's passes untouched", ingress,
+			pkt{Proto: TCP, Src: cport6(40007), Dst: netip.AddrPortFrom(other6, 30080)}, []uint32{tcxNext}, pkt{}},
+		{"ipv6 with an extension header passes untouched", ingress,
+			pkt{Proto: TCP, Src: cport6(40008), Dst: frontend6(30080), ExtHdr: true}, []uint32{tcxNext}, pkt{}},
+		{"ipv6 egress without a flow passes untouched", egress,
+			pkt{Proto: UDP, Src: frontend6(5353), Dst: cport6(40009), Payload: "x"}, []uint32{tcxNext}, pkt{}},
+	}...)
 	// Local policy: whichever the client port, only the local backend, and the
 	// client's address is kept.
 	for i := range 20 {
 		c := cport(41000 + uint16(i))
 		steps = append(steps, step{fmt.Sprintf("local policy %d", i), ingress,
 			pkt{Proto: TCP, Src: c, Dst: frontend(30081)}, pass, pkt{Proto: TCP, Src: c, Dst: localBE}})
+		c6 := cport6(41000 + uint16(i))
+		steps = append(steps, step{fmt.Sprintf("ipv6 local policy %d", i), ingress,
+			pkt{Proto: TCP, Src: c6, Dst: frontend6(30081)}, pass, pkt{Proto: TCP, Src: c6, Dst: localBE6}})
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -322,6 +458,48 @@ func TestTCPrograms(t *testing.T) {
 		}
 	})
 
+	t.Run("client affinity", func(t *testing.T) {
+		// Every connection of a client goes to one backend, IPv4 and IPv6
+		// alike, and the affinity entry names the client's address.
+		for _, c := range []struct {
+			client netip.AddrPort
+			fe     netip.AddrPort
+			want   []netip.AddrPort
+		}{
+			{netip.MustParseAddrPort("192.0.2.20:42000"), frontend(30083), []netip.AddrPort{remote, remote2}},
+			{netip.MustParseAddrPort("[2001:db8::20]:42000"), frontend6(30083), []netip.AddrPort{remote6, remote6b}},
+		} {
+			var first netip.AddrPort
+			for i := range 10 {
+				src := netip.AddrPortFrom(c.client.Addr(), c.client.Port()+uint16(i))
+				ret, out := run(t, ingress, testIfindex, pkt{Proto: TCP, Src: src, Dst: c.fe}.build())
+				if ret != tcxPass && ret != tcxRedirect {
+					t.Fatalf("%s: verdict %d", src, int32(ret))
+				}
+				got := parse(t, out)
+				if i == 0 {
+					first = got.Dst
+				}
+				if got.Dst != first || (got.Dst != c.want[0] && got.Dst != c.want[1]) {
+					t.Fatalf("%s -> %s went to %s, want %s (the client's first backend, one of %v)", src, c.fe, got.Dst, first, c.want)
+				}
+			}
+			var k tcTcAffinityKey
+			var v tcAffinityVal
+			found := false
+			it := p.tcObjs.KilnTcAffinity.Iterate()
+			for it.Next(&k, &v) {
+				found = found || k.Client == addrWords(c.client.Addr())
+			}
+			if err := it.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				t.Errorf("no affinity entry for client %s", c.client.Addr())
+			}
+		}
+	})
+
 	t.Run("deleted frontend stops translating", func(t *testing.T) {
 		if err := p.Delete(ServiceKey{netip.MustParseAddr("10.96.0.1"), 80, TCP}); err != nil {
 			t.Fatal(err)
@@ -335,4 +513,93 @@ func TestTCPrograms(t *testing.T) {
 			t.Errorf("packet changed (-in +out):\n%s", diff)
 		}
 	})
+}
+
+// zeroSumPayload is a 2-byte UDP payload that makes the checksum of a datagram from
+// src to dst with it come out 0 (sent as 0xffff): the checksum with a zero payload,
+// added to the sum, makes it 0xffff.
+func zeroSumPayload(src, dst netip.AddrPort) string {
+	b := pkt{Proto: UDP, Src: src, Dst: dst, Payload: "\x00\x00"}.build()
+	return string(b[len(b)-4 : len(b)-2]) // the UDP checksum field
+}
+
+// TestOpenUpgradesLayout2 opens a pin directory as layout 2 left it: the
+// configuration maps as they are now, kiln_links without IPv6 SNAT sources,
+// kiln_tc_affinity keyed by a 4-byte client and no kiln_ct6. cilium/ebpf refuses a
+// pinned map whose key or value size changed, so Open must replace those two, and
+// keep what still fits: the services (no Sync needed) and the IPv4 conntrack
+// entries of established flows.
+func TestOpenUpgradesLayout2(t *testing.T) {
+	s := newSandbox(t)
+	p := openProxy(t, s)
+	want := []Service{{ServiceKey: ServiceKey{vip4, 80, TCP}, Backends: []netip.AddrPort{netip.MustParseAddrPort("10.2.0.2:8080")}, NodePort: 30080}}
+	if err := p.Sync(want); err != nil {
+		t.Fatal(err)
+	}
+	flow := tcCtKey{Saddr: addrWords(netip.MustParseAddr("10.2.0.2"))[3], Daddr: addrWords(netip.MustParseAddr("10.1.0.1"))[3],
+		Sport: portNet(8080), Dport: portNet(40000), Proto: uint8(TCP), Dir: 1}
+	if err := p.tcObjs.KilnCt.Put(flow, tcCtVal{Flags: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Back to layout 2.
+	pin := func(name string) string { return filepath.Join(s.PinDir, name) }
+	for _, spec := range []*ebpf.MapSpec{
+		{Name: "kiln_links", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 256},
+		{Name: "kiln_tc_affinity", Type: ebpf.LRUHash, KeySize: 8, ValueSize: 16, MaxEntries: DefaultLimits.AffinityEntries},
+	} {
+		if err := os.Remove(pin(spec.Name)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ebpf.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Pin(pin(spec.Name)); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	if err := os.Remove(pin("kiln_ct6")); err != nil {
+		t.Fatal(err)
+	}
+	marker, err := ebpf.LoadPinnedMap(pin(layoutPin), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := marker.Put(uint32(0), uint32(2)); err != nil {
+		t.Fatal(err)
+	}
+	marker.Close()
+
+	p2 := openProxy(t, s)
+	t.Cleanup(func() { p2.Remove() })
+	if diff := cmp.Diff(want, p2.Services(), cmpServices); diff != "" {
+		t.Errorf("adopted services (-want +got):\n%s", diff)
+	}
+	if got := p2.Stats().Frontends; got != 1 {
+		t.Errorf("adopted %d frontends, want 1", got)
+	}
+	var v tcCtVal
+	if err := p2.tcObjs.KilnCt.Lookup(flow, &v); err != nil || v.Flags != 1 {
+		t.Errorf("IPv4 conntrack entry after the upgrade: %+v, %v; want it kept", v, err)
+	}
+	for _, m := range []struct {
+		m        *ebpf.Map
+		key, val uint32
+	}{
+		{p2.tcObjs.KilnLinks, 4, 24},
+		{p2.tcObjs.KilnTcAffinity, 20, 16},
+		{p2.tcObjs.KilnCt6, 40, 44},
+	} {
+		if m.m.KeySize() != m.key || m.m.ValueSize() != m.val {
+			t.Errorf("%s: key %d, value %d bytes; want %d, %d", m.m, m.m.KeySize(), m.m.ValueSize(), m.key, m.val)
+		}
+	}
+	if v, err := p2.pinnedLayout(); err != nil || v != layoutVersion {
+		t.Errorf("pinned layout = %d, %v; want %d", v, err, layoutVersion)
+	}
 }

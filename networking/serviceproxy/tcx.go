@@ -24,9 +24,12 @@ type ExternalLink struct {
 	// Name is the interface name.
 	Name string
 	// Addrs are the node's addresses on the link. NodePorts answer on the
-	// addresses of every external link, and the first IPv4 address is the
-	// source that connections coming in on this link are SNATed to. Empty
-	// takes the link's global addresses at the time of the call.
+	// addresses of every external link, and the first IPv4 address and the
+	// first global unicast IPv6 address are the sources that connections of
+	// their family coming in on this link are SNATed to (without one, such
+	// connections to remote backends under the Cluster policy are dropped).
+	// Empty takes the link's addresses of global scope at the time of the
+	// call.
 	Addrs []netip.Addr
 }
 
@@ -49,6 +52,7 @@ type linkConf struct {
 	ifindex uint32
 	addrs   []netip.Addr
 	snat4   netip.Addr
+	snat6   netip.Addr
 }
 
 func resolveLinks(links []ExternalLink) ([]linkConf, error) {
@@ -81,8 +85,11 @@ func resolveLinks(links []ExternalLink) ([]linkConf, error) {
 				return nil, fmt.Errorf("external link %q: %s is not a node address", l.Name, a)
 			}
 			c.addrs[i] = a
-			if a.Is4() && !c.snat4.IsValid() {
+			switch {
+			case a.Is4() && !c.snat4.IsValid():
 				c.snat4 = a
+			case a.Is6() && a.IsGlobalUnicast() && !c.snat6.IsValid():
+				c.snat6 = a
 			}
 		}
 		out = append(out, c)
@@ -102,6 +109,9 @@ func (p *Proxy) setExternalLinks(links []ExternalLink) error {
 		v := tcLinkCfg{}
 		if c.snat4.IsValid() {
 			v.Snat4 = addrWords(c.snat4)[3]
+		}
+		if c.snat6.IsValid() {
+			v.Snat6 = addrWords(c.snat6)
 		}
 		wantLinks[c.ifindex] = v
 		for _, a := range c.addrs {
@@ -238,6 +248,49 @@ func deleteOthers[K comparable, V any](m *ebpf.Map, want map[K]V) error {
 		if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("delete %+v from %s: %w", k, m, err)
 		}
+	}
+	return nil
+}
+
+// replacedStateMaps are the pinned TC maps whose entries Open writes again
+// (links, node addresses) or that hold soft state (conntrack, affinity): a
+// pinned one whose type, key or value no longer fits the program's is removed
+// and made anew, where cilium/ebpf would refuse it. An upgrade that changes
+// one of them needs no layout version; one that changes the configuration
+// maps does (layoutMaps).
+var replacedStateMaps = []string{tcMapKilnLinks, tcMapKilnNodeAddrs, tcMapKilnCt, tcMapKilnCt6, tcMapKilnTcAffinity}
+
+// replaceChangedStateMaps removes the pins of replacedStateMaps whose layout
+// differs from the TC object's. A conntrack map that changes loses its flows;
+// kiln_ct keeps its IPv4 layout for that reason, and IPv6 flows have their own
+// map (kiln_ct6). A different size (Limits) is not replaced: loading fails as
+// for the other maps.
+func (p *Proxy) replaceChangedStateMaps() error {
+	spec, err := loadTc()
+	if err != nil {
+		return fmt.Errorf("load TC BPF object: %w", err)
+	}
+	for _, name := range replacedStateMaps {
+		want := spec.Maps[name]
+		pin := filepath.Join(p.cfg.PinDir, name)
+		m, err := ebpf.LoadPinnedMap(pin, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("load pinned map %s: %w", pin, err)
+		}
+		typ, key, val := m.Type(), m.KeySize(), m.ValueSize()
+		m.Close()
+		if typ == want.Type && key == want.KeySize && val == want.ValueSize {
+			continue
+		}
+		if err := os.Remove(pin); err != nil {
+			return fmt.Errorf("remove pinned map %s of another layout: %w", pin, err)
+		}
+		p.log.Warn("replaced a pinned map of another layout", "map", pin,
+			"type", typ, "key_size", key, "value_size", val,
+			"want_type", want.Type, "want_key_size", want.KeySize, "want_value_size", want.ValueSize)
 	}
 	return nil
 }

@@ -1,21 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * NodePort, externalIPs and LoadBalancer IPs: TCX programs on the node's
- * external links.
+ * external links, for IPv4 and IPv6.
  *
  * Ingress: a packet to a frontend (an externalIP or LoadBalancer IP and the
  * Service port, or any node address and a NodePort) gets a backend from the
  * frontend's slot table (random, or the client's previous one with ClientIP
  * affinity), its destination rewritten to it (DNAT) and, when the backend does
  * not run on this node and the traffic policy is Cluster, its source rewritten
- * to the node address of the link it came in on (SNAT), so that the reply comes
- * back here. The connection is remembered in an LRU conntrack map by two
- * entries: the forward tuple (client -> frontend) and the reply tuple
- * (backend -> client or node). Later packets of the connection follow the
- * forward entry; replies follow the reply entry, at ingress when they were
- * SNATed (they come back addressed to the node), at egress when not (a local
- * backend answers the client directly, out of the external link; a reply of
- * a local backend that comes in on an external link passes ingress as it is).
+ * to the node address of the link it came in on (SNAT: the link's first IPv4
+ * address, or its first global IPv6 address), so that the reply comes back
+ * here. The connection is remembered in an LRU conntrack map by two entries:
+ * the forward tuple (client -> frontend) and the reply tuple (backend -> client
+ * or node). Later packets of the connection follow the forward entry; replies
+ * follow the reply entry, at ingress when they were SNATed (they come back
+ * addressed to the node), at egress when not (a local backend answers the
+ * client directly, out of the external link; a reply of a local backend that
+ * comes in on an external link passes ingress as it is).
  *
  * A translated packet whose source is now a node address cannot go through the
  * kernel's input routing (a packet from outside with a local source is a
@@ -23,12 +24,26 @@
  * egress link with bpf_redirect_neigh. Packets to a local backend go up the
  * stack.
  *
- * IPv4 only for now; IP fragments and packets with neither TCP nor UDP pass
- * untouched.
+ * Each family has its own conntrack map, keyed by its own tuple: kiln_ct for
+ * IPv4 (4-byte addresses, as before IPv6 was served, so that IPv4 flows pay
+ * nothing for IPv6 and their pinned entries survive an upgrade) and kiln_ct6
+ * for IPv6. Frontends, node addresses and affinity entries hold 16-byte
+ * addresses, IPv4 in its IPv4-mapped form.
+ *
+ * IPv6 has no header checksum; the TCP/UDP checksum covers the pseudo header,
+ * so an address rewrite updates it by the difference of the 16 bytes. In IPv6
+ * a UDP checksum is mandatory: a result of 0 is sent as 0xffff (a packet that
+ * comes with 0 is invalid, and is left to the stack to drop).
+ *
+ * Passed untouched: IPv4 fragments, IPv6 packets with extension headers (the
+ * next header after the fixed header must be TCP or UDP; a fragment header is
+ * an extension header too), and packets with neither TCP nor UDP (ICMP errors
+ * about translated flows are not translated).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
@@ -42,6 +57,7 @@
 #define TCX_DROP 2
 
 #define AF_INET 2
+#define AF_INET6 10
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
@@ -69,6 +85,10 @@
 #define IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
 #define IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
 
+#define IP6_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, saddr))
+#define IP6_DST_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, daddr))
+#define L4_OFF6 (ETH_HLEN + sizeof(struct ipv6hdr))
+
 /* The key of a frontend is a struct svc_key: for a NodePort, the address is
  * the unspecified address of its family. */
 struct fe_val {
@@ -80,10 +100,12 @@ struct fe_val {
 	__u32 slots[INLINE_SLOTS]; /* the first slots of table id */
 };
 
-/* One external link, by ifindex. */
+/* One external link, by ifindex. A zero address: no SNAT source of that
+ * family, so flows of it that need SNAT are dropped. */
 struct link_cfg {
-	__u32 snat4; /* node IPv4 address SNAT uses for flows that came in here */
+	__u32 snat4;    /* node IPv4 address SNAT uses for flows that came in here */
 	__u32 flags;
+	__u32 snat6[4]; /* node IPv6 address (global) SNAT uses, network order */
 };
 
 struct node_addr {
@@ -111,9 +133,29 @@ struct ct_val {
 	__u32 backend_id; /* forward entries: checked before reuse */
 };
 
+/* ct_key and ct_val for IPv6. */
+struct ct6_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir; /* CT_DIR_* */
+	__u16 pad;
+};
+
+struct ct6_val {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u32 flags;      /* CT_F_* */
+	__u32 backend_id; /* forward entries: checked before reuse */
+};
+
 struct tc_affinity_key {
-	__u32 client; /* client IPv4 address */
-	__u32 id;     /* slot table id */
+	__u32 client[4]; /* client address, as in svc_key */
+	__u32 id;        /* slot table id */
 };
 
 struct {
@@ -150,11 +192,67 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CT);
+	__type(key, struct ct6_key);
+	__type(value, struct ct6_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kiln_ct6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_AFFINITY);
 	__type(key, struct tc_affinity_key);
 	__type(value, struct affinity_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_tc_affinity SEC(".maps");
+
+/* l4_csum_off is where the TCP or UDP checksum of a packet whose L4 header
+ * starts at l4off is. */
+static __always_inline __u32 l4_csum_off(__u32 l4off, __u8 proto)
+{
+	return l4off + (proto == IPPROTO_TCP ? __builtin_offsetof(struct tcphdr, check) :
+					       __builtin_offsetof(struct udphdr, check));
+}
+
+/* rewrite_ports turns the ports of a packet into sport and dport, keeping the
+ * TCP/UDP checksum right (l4f: flags for bpf_l4_csum_replace). */
+static __always_inline int rewrite_ports(struct __sk_buff *skb, __u32 l4off, __u32 csum_off, __u64 l4f,
+					 __u16 old_sport, __u16 old_dport, __u16 sport, __u16 dport)
+{
+	if (sport != old_sport) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_sport, sport, l4f | sizeof(sport)) ||
+		    bpf_skb_store_bytes(skb, l4off, &sport, sizeof(sport), 0))
+			return -1;
+	}
+	if (dport != old_dport) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_dport, dport, l4f | sizeof(dport)) ||
+		    bpf_skb_store_bytes(skb, l4off + 2, &dport, sizeof(dport), 0))
+			return -1;
+	}
+	return 0;
+}
+
+/* pick_fe picks a backend of fe for client (see pick in common.h), with the
+ * client's address (16 bytes, IPv4 mapped) as the affinity key. */
+static __always_inline struct backend *pick_fe(const struct fe_val *fe, const __u32 *client,
+					       __u32 *backend_id)
+{
+	struct tc_affinity_key akey = {
+		.client = { client[0], client[1], client[2], client[3] },
+		.id = fe->id,
+	};
+	struct table_ref t = {
+		.id = fe->id,
+		.count = fe->count,
+		.flags = fe->flags & FE_F_AFFINITY,
+		.affinity_timeout = fe->affinity_timeout,
+		.inl = fe->slots,
+	};
+
+	return pick(&t, &kiln_tc_affinity, &akey, backend_id);
+}
+
+/* IPv4 */
 
 struct pkt4 {
 	__u32 l4off; /* from the start of the Ethernet header */
@@ -215,14 +313,12 @@ static __always_inline int load4(struct __sk_buff *skb, struct pkt4 *p)
 	return parse4(skb, p);
 }
 
-/* rewrite turns p's tuple into (saddr, sport) -> (daddr, dport), keeping the IP
- * and TCP/UDP checksums right. A UDP checksum of 0 (none) stays 0. */
-static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt4 *p,
-				   __u32 saddr, __u16 sport, __u32 daddr, __u16 dport)
+/* rewrite4 turns p's tuple into (saddr, sport) -> (daddr, dport), keeping the
+ * IP and TCP/UDP checksums right. A UDP checksum of 0 (none) stays 0. */
+static __always_inline int rewrite4(struct __sk_buff *skb, const struct pkt4 *p,
+				    __u32 saddr, __u16 sport, __u32 daddr, __u16 dport)
 {
-	__u32 csum_off = p->l4off + (p->proto == IPPROTO_TCP ?
-					     __builtin_offsetof(struct tcphdr, check) :
-					     __builtin_offsetof(struct udphdr, check));
+	__u32 csum_off = l4_csum_off(p->l4off, p->proto);
 	__u64 l4f = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 
 	if (saddr != p->saddr) {
@@ -239,17 +335,7 @@ static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt4 *p,
 		    bpf_skb_store_bytes(skb, IP_DST_OFF, &daddr, sizeof(daddr), 0))
 			return -1;
 	}
-	if (sport != p->sport) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->sport, sport, l4f | sizeof(sport)) ||
-		    bpf_skb_store_bytes(skb, p->l4off, &sport, sizeof(sport), 0))
-			return -1;
-	}
-	if (dport != p->dport) {
-		if (bpf_l4_csum_replace(skb, csum_off, p->dport, dport, l4f | sizeof(dport)) ||
-		    bpf_skb_store_bytes(skb, p->l4off + 2, &dport, sizeof(dport), 0))
-			return -1;
-	}
-	return 0;
+	return rewrite_ports(skb, p->l4off, csum_off, l4f, p->sport, p->dport, sport, dport);
 }
 
 /* forward4 routes a packet whose source may be a node address past the input
@@ -275,23 +361,23 @@ static __always_inline int forward4(struct __sk_buff *skb, __u32 saddr, __u32 da
 	return TCX_PASS;
 }
 
-static __always_inline int apply(struct __sk_buff *skb, const struct pkt4 *p,
-				 const struct ct_val *ct, int ingress)
+static __always_inline int apply4(struct __sk_buff *skb, const struct pkt4 *p,
+				  const struct ct_val *ct, int ingress)
 {
 	/* Copies: the map value may change under us. */
 	__u32 saddr = ct->saddr, daddr = ct->daddr, flags = ct->flags;
 	__u16 sport = ct->sport, dport = ct->dport;
 
-	if (rewrite(skb, p, saddr, sport, daddr, dport) < 0)
+	if (rewrite4(skb, p, saddr, sport, daddr, dport) < 0)
 		return TCX_DROP;
 	if (ingress && (flags & CT_F_SNAT))
 		return forward4(skb, saddr, daddr);
 	return TCX_PASS;
 }
 
-/* frontend finds the frontend p is addressed to: an externalIP or
+/* frontend4 finds the frontend p is addressed to: an externalIP or
  * LoadBalancer IP with its port, or a NodePort on a node address. */
-static __always_inline struct fe_val *frontend(const struct pkt4 *p)
+static __always_inline struct fe_val *frontend4(const struct pkt4 *p)
 {
 	struct svc_key k = {};
 	struct node_addr na = {};
@@ -312,34 +398,16 @@ static __always_inline struct fe_val *frontend(const struct pkt4 *p)
 	return bpf_map_lookup_elem(&kiln_frontends, &k);
 }
 
-/* pick_fe picks a backend of fe for client (see pick in common.h), with the
- * client's address as the affinity key. */
-static __always_inline struct backend *pick_fe(const struct fe_val *fe, __u32 client,
-					       __u32 *backend_id)
-{
-	struct tc_affinity_key akey = { .client = client, .id = fe->id };
-	struct table_ref t = {
-		.id = fe->id,
-		.count = fe->count,
-		.flags = fe->flags & FE_F_AFFINITY,
-		.affinity_timeout = fe->affinity_timeout,
-		.inl = fe->slots,
-	};
-
-	return pick(&t, &kiln_tc_affinity, &akey, backend_id);
-}
-
-/* alive reports whether a forward entry's backend is still the one it
+/* alive4 reports whether a forward entry's backend is still the one it
  * names: a backend that went away (or whose ID was reused) is picked anew. */
-static __always_inline int alive(const struct ct_val *ct)
+static __always_inline int alive4(const struct ct_val *ct)
 {
 	struct backend *be = backend_of(ct->backend_id);
 
 	return be && be->addr[3] == ct->daddr && be->port == ct->dport && is_v4mapped(be->addr);
 }
 
-SEC("tcx/ingress")
-int kiln_tc_ingress(struct __sk_buff *skb)
+static __always_inline int ingress4(struct __sk_buff *skb)
 {
 	struct ct_key fk = {}, rk = {};
 	struct ct_val fv = {}, rv = {};
@@ -350,6 +418,7 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	struct pkt4 p;
 	__u32 ifindex = skb->ingress_ifindex;
 	__u32 bid = 0, snat = 0;
+	__u32 client[4] = {};
 	__u16 nport;
 	int i;
 
@@ -372,24 +441,26 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	if (ct) {
 		if (!(ct->flags & CT_F_SNAT))
 			return TCX_NEXT;
-		return apply(skb, &p, ct, 1);
+		return apply4(skb, &p, ct, 1);
 	}
 
-	fe = frontend(&p);
+	fe = frontend4(&p);
 	if (!fe)
 		return TCX_NEXT;
 
 	fk = rk;
 	fk.dir = CT_DIR_FWD;
 	ct = bpf_map_lookup_elem(&kiln_ct, &fk);
-	if (ct && alive(ct))
-		return apply(skb, &p, ct, 1);
+	if (ct && alive4(ct))
+		return apply4(skb, &p, ct, 1);
 
 	/* A new flow. */
 	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
 	if (!link)
 		return TCX_NEXT;
-	be = pick_fe(fe, p.saddr, &bid);
+	client[2] = bpf_htonl(0x0000ffff);
+	client[3] = p.saddr;
+	be = pick_fe(fe, client, &bid);
 	if (!be || !is_v4mapped(be->addr))
 		return TCX_DROP;
 	if (!(fe->flags & FE_F_LOCAL) && !(be->flags & BE_F_LOCAL)) {
@@ -435,11 +506,10 @@ int kiln_tc_ingress(struct __sk_buff *skb)
 	if (bpf_map_update_elem(&kiln_ct, &rk, &rv, BPF_ANY) ||
 	    bpf_map_update_elem(&kiln_ct, &fk, &fv, BPF_ANY))
 		return TCX_DROP;
-	return apply(skb, &p, &fv, 1);
+	return apply4(skb, &p, &fv, 1);
 }
 
-SEC("tcx/egress")
-int kiln_tc_egress(struct __sk_buff *skb)
+static __always_inline int egress4(struct __sk_buff *skb)
 {
 	struct ct_key rk = {};
 	struct ct_val *ct;
@@ -456,7 +526,318 @@ int kiln_tc_egress(struct __sk_buff *skb)
 	ct = bpf_map_lookup_elem(&kiln_ct, &rk);
 	if (!ct)
 		return TCX_NEXT;
-	return apply(skb, &p, ct, 0);
+	return apply4(skb, &p, ct, 0);
+}
+
+/* IPv6 */
+
+struct pkt6 {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+};
+
+static __always_inline void addr6_copy(__u32 *d, const __u32 *s)
+{
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+	d[3] = s[3];
+}
+
+static __always_inline int addr6_eq(const __u32 *a, const __u32 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
+}
+
+static __always_inline int addr6_zero(const __u32 *a)
+{
+	return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+/* parse6 fills p for an IPv6 packet whose next header is TCP or UDP and
+ * returns 1, or returns 0: extension headers are not followed. */
+static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *ip;
+	__u32 l4len;
+	__u16 *ports;
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	if (eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return 0;
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end)
+		return 0;
+	if (ip->nexthdr == IPPROTO_TCP)
+		l4len = sizeof(struct tcphdr);
+	else if (ip->nexthdr == IPPROTO_UDP)
+		l4len = sizeof(struct udphdr);
+	else
+		return 0;
+	ports = (void *)(ip + 1);
+	if ((void *)ports + l4len > end)
+		return 0;
+	__builtin_memcpy(p->saddr, &ip->saddr, sizeof(p->saddr));
+	__builtin_memcpy(p->daddr, &ip->daddr, sizeof(p->daddr));
+	p->sport = ports[0];
+	p->dport = ports[1];
+	p->proto = ip->nexthdr;
+	return 1;
+}
+
+/* load6 makes the headers linear when they are not, then parses. */
+static __always_inline int load6(struct __sk_buff *skb, struct pkt6 *p)
+{
+	if (parse6(skb, p))
+		return 1;
+	if (bpf_skb_pull_data(skb, L4_OFF6 + sizeof(struct tcphdr)) &&
+	    bpf_skb_pull_data(skb, L4_OFF6 + sizeof(struct udphdr)))
+		return 0;
+	return parse6(skb, p);
+}
+
+/* rewrite_addr6 replaces the 16 bytes at off, from with to, and updates the
+ * TCP/UDP checksum by their difference (BPF_F_PSEUDO_HDR: they are in the
+ * pseudo header). The bytes are stored with BPF_F_RECOMPUTE_CSUM so that a
+ * CHECKSUM_COMPLETE packet's skb->csum stays right: bpf_l4_csum_replace
+ * adjusts it for the checksum field only, as for IPv4, where the IP header
+ * checksum makes up for the addresses. */
+static __always_inline int rewrite_addr6(struct __sk_buff *skb, __u32 csum_off, __u64 l4f, __u32 off,
+					 const __u32 *from, const __u32 *to)
+{
+	__s64 diff = bpf_csum_diff((__be32 *)from, 16, (__be32 *)to, 16, 0);
+
+	if (diff < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, csum_off, 0, diff, l4f | BPF_F_PSEUDO_HDR) ||
+	    bpf_skb_store_bytes(skb, off, to, 16, BPF_F_RECOMPUTE_CSUM))
+		return -1;
+	return 0;
+}
+
+/* rewrite6 turns p's tuple into (saddr, sport) -> (daddr, dport), keeping the
+ * TCP/UDP checksum right; a UDP checksum that comes out 0 is sent as 0xffff. */
+static __always_inline int rewrite6(struct __sk_buff *skb, const struct pkt6 *p,
+				    const __u32 *saddr, __u16 sport, const __u32 *daddr, __u16 dport)
+{
+	__u32 csum_off = l4_csum_off(L4_OFF6, p->proto);
+	__u64 l4f = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (!addr6_eq(saddr, p->saddr) && rewrite_addr6(skb, csum_off, l4f, IP6_SRC_OFF, p->saddr, saddr))
+		return -1;
+	if (!addr6_eq(daddr, p->daddr) && rewrite_addr6(skb, csum_off, l4f, IP6_DST_OFF, p->daddr, daddr))
+		return -1;
+	return rewrite_ports(skb, L4_OFF6, csum_off, l4f, p->sport, p->dport, sport, dport);
+}
+
+/* forward6 is forward4 for IPv6. */
+static __always_inline int forward6(struct __sk_buff *skb, const __u32 *saddr, const __u32 *daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	fib.family = AF_INET6;
+	addr6_copy(fib.ipv6_src, saddr);
+	addr6_copy(fib.ipv6_dst, daddr);
+	fib.ifindex = skb->ingress_ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET6 };
+
+		addr6_copy(nh.ipv6_nh, fib.ipv6_dst); /* the gateway, when there is one */
+		return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
+	}
+	return TCX_PASS;
+}
+
+static __always_inline int apply6(struct __sk_buff *skb, const struct pkt6 *p,
+				  const struct ct6_val *ct, int ingress)
+{
+	/* Copies: the map value may change under us. */
+	__u32 saddr[4], daddr[4], flags = ct->flags;
+	__u16 sport = ct->sport, dport = ct->dport;
+
+	addr6_copy(saddr, ct->saddr);
+	addr6_copy(daddr, ct->daddr);
+	if (rewrite6(skb, p, saddr, sport, daddr, dport) < 0)
+		return TCX_DROP;
+	if (ingress && (flags & CT_F_SNAT))
+		return forward6(skb, saddr, daddr);
+	return TCX_PASS;
+}
+
+/* frontend6 is frontend4 for IPv6. An IPv4-mapped destination is no IPv6
+ * frontend (the frontends map keeps IPv4 ones in that form). */
+static __always_inline struct fe_val *frontend6(const struct pkt6 *p)
+{
+	struct svc_key k = {};
+	struct fe_val *fe;
+
+	if (is_v4mapped(p->daddr))
+		return NULL;
+	addr6_copy(k.addr, p->daddr);
+	k.port = p->dport;
+	k.proto = p->proto;
+	fe = bpf_map_lookup_elem(&kiln_frontends, &k);
+	if (fe)
+		return fe;
+	/* struct node_addr is the address alone, as at the start of k. */
+	if (!bpf_map_lookup_elem(&kiln_node_addrs, k.addr))
+		return NULL;
+	k.addr[0] = k.addr[1] = k.addr[2] = k.addr[3] = 0;
+	return bpf_map_lookup_elem(&kiln_frontends, &k);
+}
+
+static __always_inline int alive6(const struct ct6_val *ct)
+{
+	struct backend *be = backend_of(ct->backend_id);
+
+	return be && be->port == ct->dport && addr6_eq(be->addr, ct->daddr);
+}
+
+static __always_inline void ct6_tuple(struct ct6_key *k, const __u32 *saddr, const __u32 *daddr,
+				      __u16 sport, __u16 dport)
+{
+	addr6_copy(k->saddr, saddr);
+	addr6_copy(k->daddr, daddr);
+	k->sport = sport;
+	k->dport = dport;
+}
+
+/* ingress6 is ingress4 for IPv6, with kiln_ct6. */
+static __always_inline int ingress6(struct __sk_buff *skb)
+{
+	struct ct6_key fk = {}, rk = {};
+	struct ct6_val fv = {}, rv = {};
+	struct link_cfg *link;
+	struct backend *be;
+	struct fe_val *fe;
+	struct ct6_val *ct;
+	struct pkt6 p;
+	__u32 ifindex = skb->ingress_ifindex;
+	__u32 bid = 0, snat = 0;
+	__u16 nport;
+	int i;
+
+	if (!load6(skb, &p))
+		return TCX_NEXT;
+
+	/* A reply to a translated flow: see ingress4. */
+	ct6_tuple(&rk, p.saddr, p.daddr, p.sport, p.dport);
+	rk.proto = p.proto;
+	rk.dir = CT_DIR_REV;
+	ct = bpf_map_lookup_elem(&kiln_ct6, &rk);
+	if (ct) {
+		if (!(ct->flags & CT_F_SNAT))
+			return TCX_NEXT;
+		return apply6(skb, &p, ct, 1);
+	}
+
+	fe = frontend6(&p);
+	if (!fe)
+		return TCX_NEXT;
+
+	fk = rk;
+	fk.dir = CT_DIR_FWD;
+	ct = bpf_map_lookup_elem(&kiln_ct6, &fk);
+	if (ct && alive6(ct))
+		return apply6(skb, &p, ct, 1);
+
+	/* A new flow. */
+	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
+	if (!link)
+		return TCX_NEXT;
+	be = pick_fe(fe, p.saddr, &bid);
+	if (!be || is_v4mapped(be->addr))
+		return TCX_DROP;
+	if (!(fe->flags & FE_F_LOCAL) && !(be->flags & BE_F_LOCAL)) {
+		addr6_copy(fv.saddr, link->snat6);
+		if (addr6_zero(fv.saddr))
+			return TCX_DROP;
+		snat = 1;
+	} else {
+		addr6_copy(fv.saddr, p.saddr);
+	}
+	addr6_copy(fv.daddr, be->addr);
+	fv.sport = p.sport;
+	fv.dport = be->port;
+	fv.flags = snat ? CT_F_SNAT : 0;
+	fv.backend_id = bid;
+
+	ct6_tuple(&rk, fv.daddr, fv.saddr, fv.dport, fv.sport);
+	if (snat) {
+		/* Keep the client's port unless another flow to this backend
+		 * has it on the node's side already. */
+		nport = p.sport;
+		for (i = 0; i < SNAT_TRIES; i++) {
+			ct = bpf_map_lookup_elem(&kiln_ct6, &rk);
+			if (!ct || (ct->dport == p.sport && ct->sport == p.dport &&
+				    addr6_eq(ct->daddr, p.saddr) && addr6_eq(ct->saddr, p.daddr)))
+				break;
+			nport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_RANGE);
+			rk.dport = nport;
+		}
+		if (i == SNAT_TRIES)
+			return TCX_DROP;
+		fv.sport = nport;
+	}
+
+	addr6_copy(rv.saddr, p.daddr);
+	addr6_copy(rv.daddr, p.saddr);
+	rv.sport = p.dport;
+	rv.dport = p.sport;
+	rv.flags = fv.flags;
+
+	if (bpf_map_update_elem(&kiln_ct6, &rk, &rv, BPF_ANY) ||
+	    bpf_map_update_elem(&kiln_ct6, &fk, &fv, BPF_ANY))
+		return TCX_DROP;
+	return apply6(skb, &p, &fv, 1);
+}
+
+static __always_inline int egress6(struct __sk_buff *skb)
+{
+	struct ct6_key rk = {};
+	struct ct6_val *ct;
+	struct pkt6 p;
+
+	if (!load6(skb, &p))
+		return TCX_NEXT;
+	ct6_tuple(&rk, p.saddr, p.daddr, p.sport, p.dport);
+	rk.proto = p.proto;
+	rk.dir = CT_DIR_REV;
+	ct = bpf_map_lookup_elem(&kiln_ct6, &rk);
+	if (!ct)
+		return TCX_NEXT;
+	return apply6(skb, &p, ct, 0);
+}
+
+/* skb->protocol is the Ethernet type; the parsers check the header itself. */
+
+SEC("tcx/ingress")
+int kiln_tc_ingress(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return ingress4(skb);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return ingress6(skb);
+	return TCX_NEXT;
+}
+
+SEC("tcx/egress")
+int kiln_tc_egress(struct __sk_buff *skb)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		return egress4(skb);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return egress6(skb);
+	return TCX_NEXT;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
