@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kiln-os/kiln/networking/bpfsandbox"
 	"github.com/kiln-os/kiln/networking/serviceproxy"
 	"github.com/kiln-os/kiln/networking/serviceproxy/agent"
 	"github.com/vishvananda/netlink"
@@ -66,14 +67,9 @@ var (
 //
 // Run: KILN_COMPONENTS=/var/cache/kiln/components go test ./tools/bench/proxy -run TestAgentAgainstAPIServer -v
 func TestAgentAgainstAPIServer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs etcd and kube-apiserver and loads BPF programs, in private network namespaces")
-	}
+	bpfsandbox.Require(t, "runs etcd and kube-apiserver and loads BPF programs, in private network namespaces")
 	if os.Getenv("KILN_COMPONENTS") == "" {
 		t.Skip("needs $KILN_COMPONENTS with amd64|arm64/kube/kube: run `make components` and set it")
-	}
-	if v := os.Getenv(sandboxEnv); v != "1" {
-		t.Skipf("needs a private network and mount namespace, which could not be made: %s", v)
 	}
 	kube := component(t, "kube", "kube")
 	lo, err := netlink.LinkByName("lo")
@@ -114,19 +110,19 @@ func TestAgentAgainstAPIServer(t *testing.T) {
 	// The datapath: the client's packets come in on ext0, a remote backend's
 	// replies on ext1. A local backend's replies come in on kb0, which is not
 	// external, and are reverse-NATed on their way out of ext0.
-	sb := newBPFSandbox(t)
+	sb := bpfsandbox.New(t, "proxy-acceptance")
 	p, err := serviceproxy.Open(serviceproxy.Config{
-		Cgroup: sb.cgroup, PinDir: sb.pinDir, Logger: testLog(t),
+		Cgroup: sb.Cgroup, PinDir: sb.PinDir, Logger: testLog(t),
 		ExternalLinks: []serviceproxy.ExternalLink{{Name: "ext0"}, {Name: "ext1"}},
 	})
 	if err != nil {
 		t.Fatalf("open the eBPF datapath: %v", err)
 	}
-	if err := sb.join(); err != nil {
+	if err := sb.Enter(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := sb.leave(); err != nil {
+		if err := sb.Leave(); err != nil {
 			t.Error(err)
 		}
 	})

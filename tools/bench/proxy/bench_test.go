@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kiln-os/kiln/networking/bpfsandbox"
 	"github.com/kiln-os/kiln/networking/serviceproxy"
 	"github.com/kiln-os/kiln/networking/serviceproxy/agent"
 	"github.com/vishvananda/netlink"
@@ -92,12 +93,7 @@ func envInt(tb testing.TB, key string, def int) int {
 // concurrency 1 and 8. It logs a table (and appends it to
 // $KILN_BENCH_PROXY_OUT when set). Run it with -benchtime 1x.
 func BenchmarkServiceProxy(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root: runs kube-proxy and loads BPF programs, in private network namespaces")
-	}
-	if v := os.Getenv(sandboxEnv); v != "1" {
-		b.Skipf("needs a private network and mount namespace, which could not be made: %s", v)
-	}
+	bpfsandbox.Require(b, "runs kube-proxy and loads BPF programs, in private network namespaces")
 	// The private namespace's loopback carries the control plane.
 	lo, err := netlink.LinkByName("lo")
 	if err == nil {
@@ -715,8 +711,8 @@ func (d *timedDP) firstAfter(kind string, t time.Time) (dpCall, bool) {
 // duration (its sockets are the ones balanced), maps pinned on a private bpffs.
 func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInfo, next [2]netip.Addr, dsts []netip.AddrPort) *result {
 	tb.Helper()
-	sb := newBPFSandbox(tb)
-	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: sb.cgroup, PinDir: sb.pinDir})
+	sb := bpfsandbox.New(tb, "bench-proxy")
+	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: sb.Cgroup, PinDir: sb.PinDir})
 	if err != nil {
 		tb.Fatalf("open eBPF datapath: %v", err)
 	}
@@ -727,11 +723,11 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 			tb.Errorf("remove eBPF datapath: %v", err)
 		}
 	}()
-	if err := sb.join(); err != nil {
+	if err := sb.Enter(); err != nil {
 		tb.Fatal(err)
 	}
 	defer func() {
-		if err := sb.leave(); err != nil {
+		if err := sb.Leave(); err != nil {
 			tb.Error(err)
 		}
 	}()
@@ -840,77 +836,6 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// bpfSandbox is a private bpffs for the datapath's pins and a cgroup of the
-// test's own for its socket hooks; both go at cleanup (leave the cgroup first).
-type bpfSandbox struct {
-	pinDir string
-	cgroup string
-	home   string // the cgroup the process came from, under the cgroup2 mount
-}
-
-func newBPFSandbox(tb testing.TB) *bpfSandbox {
-	tb.Helper()
-	bpffs := tb.TempDir()
-	if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
-		tb.Fatalf("mount a private bpffs: %v", err)
-	}
-	tb.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
-	cg2 := tb.TempDir()
-	if err := unix.Mount("cgroup2", cg2, "cgroup2", 0, ""); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			tb.Skip("needs cgroup v2, which this kernel does not have")
-		}
-		tb.Fatalf("mount cgroup2: %v", err)
-	}
-	tb.Cleanup(func() { unix.Unmount(cg2, unix.MNT_DETACH) })
-	home, err := ownCgroup()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cg := filepath.Join(cg2, fmt.Sprintf("kiln-bench-proxy-%d", os.Getpid()))
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		tb.Fatalf("create cgroup: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := os.Remove(cg); err != nil {
-			tb.Errorf("remove cgroup: %v", err)
-		}
-	})
-	return &bpfSandbox{pinDir: filepath.Join(bpffs, "kiln"), cgroup: cg, home: filepath.Join(cg2, home)}
-}
-
-// join moves the process into the cgroup: its sockets are balanced.
-func (s *bpfSandbox) join() error {
-	if err := moveTo(s.cgroup); err != nil {
-		return fmt.Errorf("join cgroup: %w", err)
-	}
-	return nil
-}
-
-func (s *bpfSandbox) leave() error {
-	if err := moveTo(s.home); err != nil {
-		return fmt.Errorf("leave cgroup: %w", err)
-	}
-	return nil
-}
-
-func ownCgroup() (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", fmt.Errorf("read own cgroup: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup:\n%s", b)
-}
-
-func moveTo(cgroup string) error {
-	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
 }
 
 // diagnose collects the namespace's TCP and conntrack counters for a failure
