@@ -5,7 +5,9 @@
 //
 // NodePorts, externalIPs and LoadBalancer IPs, IPv4 and IPv6, are served by TCX
 // ingress/egress programs on the node's external links (bpf/tc.c, tcx.go): DNAT to a
-// backend, an LRU conntrack map per family, SNAT to the node for remote backends
+// backend, an LRU conntrack map per family that follows TCP connections to their
+// RST or FINs (a new SYN on an ended flow's tuple picks anew), SNAT to the node for
+// remote backends
 // under externalTrafficPolicy Cluster, client address kept under Local;
 // HealthServer answers the Local Services' health-check node ports.
 //

@@ -57,9 +57,18 @@ type pkt struct {
 	Proto    Proto
 	Src, Dst netip.AddrPort
 	Payload  string
-	NoCsum   bool // UDP without a checksum (IPv4)
-	ExtHdr   bool // IPv6: a Destination Options header before TCP/UDP
+	NoCsum   bool  // UDP without a checksum (IPv4)
+	ExtHdr   bool  // IPv6: a Destination Options header before TCP/UDP
+	TCPFlags uint8 // 0: SYN
 }
+
+// TCP flags.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
 
 // ipProtoDstOpts is the IPv6 Destination Options extension header.
 const ipProtoDstOpts = 60
@@ -71,7 +80,10 @@ func (p pkt) build() []byte {
 		l4 = make([]byte, 20)
 		binary.BigEndian.PutUint32(l4[4:], 1000) // seq
 		l4[12] = 5 << 4
-		l4[13] = 0x02 // SYN
+		l4[13] = tcpSYN
+		if p.TCPFlags != 0 {
+			l4[13] = p.TCPFlags
+		}
 		binary.BigEndian.PutUint16(l4[14:], 64240)
 	} else {
 		l4 = make([]byte, 8)
@@ -458,6 +470,89 @@ func TestTCPrograms(t *testing.T) {
 		}
 	})
 
+	// The flows below have a Service of their own, whose backend moves from
+	// remote to remote2 (and the IPv6 twins) while remote stays in the
+	// backends map (other Services have it): a flow's packets keep going to
+	// remote until the flow has ended.
+	ending := Service{ServiceKey: ServiceKey{netip.MustParseAddr("10.96.0.6"), 80, TCP}, NodePort: 30084}
+	ending6 := Service{ServiceKey: ServiceKey{netip.MustParseAddr("fd00:96::6"), 80, TCP}, NodePort: 30084}
+	t.Run("tcp flows end with an RST or a FIN each way", func(t *testing.T) {
+		for _, c := range []struct {
+			name      string
+			client    netip.AddrPort
+			fe        netip.AddrPort
+			svc       Service
+			from, to  netip.AddrPort
+			node      netip.Addr
+			endsWith  []pkt // after the first SYN; nil Src/Dst: from the client, to the frontend
+			fromBE    []bool
+			stillOpen int // packets of endsWith after which a SYN still follows the flow
+		}{
+			{"rst from the client", netip.MustParseAddrPort("192.0.2.30:41000"), frontend(30084), ending, remote, remote2, node,
+				[]pkt{{TCPFlags: tcpRST | tcpACK}}, []bool{false}, 0},
+			{"rst from the backend", netip.MustParseAddrPort("192.0.2.30:41001"), frontend(30084), ending, remote, remote2, node,
+				[]pkt{{TCPFlags: tcpRST | tcpACK}}, []bool{true}, 0},
+			{"fin each way", netip.MustParseAddrPort("192.0.2.30:41002"), frontend(30084), ending, remote, remote2, node,
+				[]pkt{{TCPFlags: tcpFIN | tcpACK}, {TCPFlags: tcpFIN | tcpACK}}, []bool{false, true}, 1},
+			{"ipv6 rst from the client", netip.MustParseAddrPort("[2001:db8::30]:41000"), frontend6(30084), ending6, remote6, remote6b, node6,
+				[]pkt{{TCPFlags: tcpRST | tcpACK}}, []bool{false}, 0},
+			{"ipv6 fin each way", netip.MustParseAddrPort("[2001:db8::30]:41002"), frontend6(30084), ending6, remote6, remote6b, node6,
+				[]pkt{{TCPFlags: tcpFIN | tcpACK}, {TCPFlags: tcpFIN | tcpACK}}, []bool{true, false}, 1},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				svc := c.svc
+				svc.Backends = []netip.AddrPort{c.from}
+				if err := p.Upsert(svc); err != nil {
+					t.Fatal(err)
+				}
+				send := func(what string, in pkt, wantSrc, wantDst netip.AddrPort) {
+					t.Helper()
+					ret, out := run(t, ingress, testIfindex, in.build())
+					if ret != tcxPass && ret != tcxRedirect {
+						t.Fatalf("%s: verdict %d", what, int32(ret))
+					}
+					got := parse(t, out)
+					if got.Src != wantSrc || got.Dst != wantDst {
+						t.Fatalf("%s: %s -> %s became %s -> %s, want %s -> %s", what, in.Src, in.Dst, got.Src, got.Dst, wantSrc, wantDst)
+					}
+				}
+				syn := pkt{Proto: TCP, Src: c.client, Dst: c.fe}
+				nodeSide := netip.AddrPortFrom(c.node, c.client.Port())
+				send("first SYN", syn, nodeSide, c.from)
+				svc.Backends = []netip.AddrPort{c.to}
+				if err := p.Upsert(svc); err != nil {
+					t.Fatal(err)
+				}
+				send("SYN again before the end", syn, nodeSide, c.from)
+				for i, e := range c.endsWith {
+					e.Proto = TCP
+					if c.fromBE[i] {
+						e.Src, e.Dst = c.from, nodeSide
+						send(fmt.Sprintf("packet %d (flags %#x) from the backend", i+1, e.TCPFlags), e, c.fe, c.client)
+					} else {
+						e.Src, e.Dst = c.client, c.fe
+						send(fmt.Sprintf("packet %d (flags %#x) from the client", i+1, e.TCPFlags), e, nodeSide, c.from)
+					}
+					if i+1 == c.stillOpen {
+						send("SYN after one FIN", syn, nodeSide, c.from)
+					}
+				}
+				// A new connection with the ended one's tuple picks anew;
+				// the node's port is free again (the old flow's entry for it
+				// is closed, and no other flow has it).
+				ret, out := run(t, ingress, testIfindex, syn.build())
+				if ret != tcxPass && ret != tcxRedirect {
+					t.Fatalf("SYN after the end: verdict %d", int32(ret))
+				}
+				if got := parse(t, out); got.Dst != c.to || got.Src.Addr() != c.node {
+					t.Fatalf("SYN after the end became %s -> %s, want %s:<port> -> %s", got.Src, got.Dst, c.node, c.to)
+				} else {
+					send("the new flow's reply", pkt{Proto: TCP, Src: c.to, Dst: got.Src, TCPFlags: tcpSYN | tcpACK}, c.fe, c.client)
+				}
+			})
+		}
+	})
+
 	t.Run("client affinity", func(t *testing.T) {
 		// Every connection of a client goes to one backend, IPv4 and IPv6
 		// alike, and the affinity entry names the client's address.
@@ -513,6 +608,52 @@ func TestTCPrograms(t *testing.T) {
 			t.Errorf("packet changed (-in +out):\n%s", diff)
 		}
 	})
+
+	t.Run("closed flows' node ports are taken when no fresh one is left", func(t *testing.T) {
+		// Every node port towards remote in use by another flow: reverse
+		// entries for the whole SNAT range, the client's port among them.
+		// Last: it overwrites the entries of earlier flows to remote.
+		svc := ending
+		svc.Backends = []netip.AddrPort{remote}
+		if err := p.Upsert(svc); err != nil {
+			t.Fatal(err)
+		}
+		c3 := netip.MustParseAddrPort("192.0.2.31:41100") // its port is in the SNAT range
+		var keys []tcCtKey
+		var vals []tcCtVal
+		for _, port := range portRange(snatPortMin, snatPortMin+snatPortRange) {
+			keys = append(keys, tcCtKey{Saddr: addrWords(remote.Addr())[3], Daddr: addrWords(node)[3], Sport: portNet(remote.Port()),
+				Dport: portNet(port), Proto: uint8(TCP), Dir: 1})
+			vals = append(vals, tcCtVal{Saddr: addrWords(node)[3], Daddr: addrWords(other)[3], Sport: portNet(30084), Dport: portNet(port), Flags: 1})
+		}
+		ct := p.tcObjs.KilnCt
+		if _, err := ct.BatchUpdate(keys, vals, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ct.BatchDelete(keys, nil) })
+		if ret, _ := run(t, ingress, testIfindex, pkt{Proto: TCP, Src: c3, Dst: frontend(30084)}.build()); ret != tcxDrop {
+			t.Fatalf("SYN with every node port taken by open flows: verdict %d, want drop", int32(ret))
+		}
+		for i := range vals {
+			vals[i].Flags |= 1 << 2 // CT_F_CLOSED
+		}
+		if _, err := ct.BatchUpdate(keys, vals, nil); err != nil {
+			t.Fatal(err)
+		}
+		ret, out := run(t, ingress, testIfindex, pkt{Proto: TCP, Src: c3, Dst: frontend(30084)}.build())
+		if ret != tcxPass && ret != tcxRedirect {
+			t.Fatalf("SYN with every node port taken by closed flows: verdict %d", int32(ret))
+		}
+		got := parse(t, out)
+		if got.Dst != remote || got.Src.Addr() != node {
+			t.Fatalf("SYN became %s -> %s, want %s:<port> -> %s", got.Src, got.Dst, node, remote)
+		}
+		_, out = run(t, ingress, testIfindex, pkt{Proto: TCP, Src: remote, Dst: got.Src, TCPFlags: tcpSYN | tcpACK}.build())
+		if r := parse(t, out); r.Src != frontend(30084) || r.Dst != c3 {
+			t.Errorf("reply became %s -> %s, want %s -> %s", r.Src, r.Dst, frontend(30084), c3)
+		}
+	})
+
 }
 
 // zeroSumPayload is a 2-byte UDP payload that makes the checksum of a datagram from
@@ -602,4 +743,19 @@ func TestOpenUpgradesLayout2(t *testing.T) {
 	if v, err := p2.pinnedLayout(); err != nil || v != layoutVersion {
 		t.Errorf("pinned layout = %d, %v; want %d", v, err, layoutVersion)
 	}
+}
+
+// The SNAT port range of bpf/tc.c.
+const (
+	snatPortMin   = 32768
+	snatPortRange = 28232
+)
+
+// portRange is the ports from lo up to, not including, hi.
+func portRange(lo, hi int) []uint16 {
+	var out []uint16
+	for p := lo; p < hi; p++ {
+		out = append(out, uint16(p))
+	}
+	return out
 }

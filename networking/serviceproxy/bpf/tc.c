@@ -35,6 +35,14 @@
  * a UDP checksum is mandatory: a result of 0 is sent as 0xffff (a packet that
  * comes with 0 is invalid, and is left to the stack to drop).
  *
+ * TCP connections are followed to their end: an RST either way, or a FIN each
+ * way, marks both entries closed (CT_F_CLOSED). A SYN with a closed forward
+ * entry's tuple is a new connection and picks its backend anew; a closed
+ * flow's port on the node's side is taken for a new SNATed flow only when
+ * SNAT_TRIES fresh ports are all in use, since the backend may still hold the
+ * old connection in TIME_WAIT. Entries still leave only by LRU eviction, and
+ * UDP flows never end.
+ *
  * Passed untouched: IPv4 fragments, IPv6 packets with extension headers (the
  * next header after the fixed header must be TCP or UDP; a fragment header is
  * an extension header too), and packets with neither TCP nor UDP (ICMP errors
@@ -67,7 +75,14 @@
 #define FE_F_EXTERNAL_IP (1U << 3)   /* an externalIP */
 #define FE_F_LB_IP (1U << 4)         /* a LoadBalancer ingress IP */
 
-#define CT_F_SNAT (1U << 0) /* the flow is SNATed: route it here */
+#define CT_F_SNAT (1U << 0)   /* the flow is SNATed: route it here */
+#define CT_F_FIN (1U << 1)    /* a FIN went this entry's way */
+#define CT_F_CLOSED (1U << 2) /* the TCP connection ended (both entries) */
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 
 #define CT_DIR_FWD 0
 #define CT_DIR_REV 1
@@ -252,6 +267,25 @@ static __always_inline struct backend *pick_fe(const struct fe_val *fe, const __
 	return pick(&t, &kiln_tc_affinity, &akey, backend_id);
 }
 
+/* new_syn reports whether a packet with these TCP flags opens a connection. */
+static __always_inline int new_syn(__u8 tcpflags)
+{
+	return (tcpflags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+/* close_mark is what a packet with tcpflags adds to its entry, given the
+ * flags of the entry for the other direction (twin, or 0 without one): an RST
+ * ends the connection, and so does the second FIN. The flags are set without
+ * atomics: a lost update leaves a connection open, as it was before it ended. */
+static __always_inline __u32 close_mark(__u8 tcpflags, __u32 twin)
+{
+	if (tcpflags & TCP_FLAG_RST)
+		return CT_F_CLOSED;
+	if (twin & CT_F_FIN)
+		return CT_F_FIN | CT_F_CLOSED;
+	return CT_F_FIN;
+}
+
 /* IPv4 */
 
 struct pkt4 {
@@ -261,6 +295,7 @@ struct pkt4 {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
+	__u8 tcpflags; /* TCP_FLAG_*; 0 for UDP */
 };
 
 /* parse4 fills p for an unfragmented IPv4 TCP or UDP packet and returns 1,
@@ -299,6 +334,13 @@ static __always_inline int parse4(struct __sk_buff *skb, struct pkt4 *p)
 	p->sport = ports[0];
 	p->dport = ports[1];
 	p->proto = ip->protocol;
+	p->tcpflags = 0;
+	if (p->proto == IPPROTO_TCP) {
+		/* Checked again: the verifier keeps only the shorter bound. */
+		if ((void *)ports + sizeof(struct tcphdr) > end)
+			return 0;
+		p->tcpflags = ((__u8 *)ports)[13];
+	}
 	return 1;
 }
 
@@ -407,6 +449,30 @@ static __always_inline int alive4(const struct ct_val *ct)
 	return be && be->addr[3] == ct->daddr && be->port == ct->dport && is_v4mapped(be->addr);
 }
 
+/* track4 notes a FIN or RST of the TCP flow whose entry in direction dir is
+ * ct. The entry of the other direction has the tuple ct translates to,
+ * reversed. */
+static __always_inline void track4(struct ct_val *ct, const struct pkt4 *p, __u8 dir)
+{
+	struct ct_key tk = {};
+	struct ct_val *twin;
+	__u32 mark;
+
+	if (!(p->tcpflags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return;
+	tk.saddr = ct->daddr;
+	tk.daddr = ct->saddr;
+	tk.sport = ct->dport;
+	tk.dport = ct->sport;
+	tk.proto = p->proto;
+	tk.dir = dir ^ 1;
+	twin = bpf_map_lookup_elem(&kiln_ct, &tk);
+	mark = close_mark(p->tcpflags, twin ? twin->flags : 0);
+	ct->flags |= mark;
+	if (twin && (mark & CT_F_CLOSED))
+		twin->flags |= CT_F_CLOSED;
+}
+
 static __always_inline int ingress4(struct __sk_buff *skb)
 {
 	struct ct_key fk = {}, rk = {};
@@ -419,7 +485,7 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 	__u32 ifindex = skb->ingress_ifindex;
 	__u32 bid = 0, snat = 0;
 	__u32 client[4] = {};
-	__u16 nport;
+	__u16 nport, closed_port = 0;
 	int i;
 
 	if (!load4(skb, &p))
@@ -441,6 +507,7 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 	if (ct) {
 		if (!(ct->flags & CT_F_SNAT))
 			return TCX_NEXT;
+		track4(ct, &p, CT_DIR_REV);
 		return apply4(skb, &p, ct, 1);
 	}
 
@@ -451,8 +518,10 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 	fk = rk;
 	fk.dir = CT_DIR_FWD;
 	ct = bpf_map_lookup_elem(&kiln_ct, &fk);
-	if (ct && alive4(ct))
+	if (ct && alive4(ct) && !((ct->flags & CT_F_CLOSED) && new_syn(p.tcpflags))) {
+		track4(ct, &p, CT_DIR_FWD);
 		return apply4(skb, &p, ct, 1);
+	}
 
 	/* A new flow. */
 	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
@@ -489,11 +558,17 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 			if (!ct || (ct->daddr == p.saddr && ct->dport == p.sport &&
 				    ct->saddr == p.daddr && ct->sport == p.dport))
 				break;
+			if (!closed_port && (ct->flags & CT_F_CLOSED))
+				closed_port = nport;
 			nport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_RANGE);
 			rk.dport = nport;
 		}
-		if (i == SNAT_TRIES)
-			return TCX_DROP;
+		if (i == SNAT_TRIES) {
+			if (!closed_port)
+				return TCX_DROP;
+			nport = closed_port;
+			rk.dport = nport;
+		}
 		fv.sport = nport;
 	}
 
@@ -526,6 +601,7 @@ static __always_inline int egress4(struct __sk_buff *skb)
 	ct = bpf_map_lookup_elem(&kiln_ct, &rk);
 	if (!ct)
 		return TCX_NEXT;
+	track4(ct, &p, CT_DIR_REV);
 	return apply4(skb, &p, ct, 0);
 }
 
@@ -537,6 +613,7 @@ struct pkt6 {
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
+	__u8 tcpflags; /* TCP_FLAG_*; 0 for UDP */
 };
 
 static __always_inline void addr6_copy(__u32 *d, const __u32 *s)
@@ -589,6 +666,13 @@ static __always_inline int parse6(struct __sk_buff *skb, struct pkt6 *p)
 	p->sport = ports[0];
 	p->dport = ports[1];
 	p->proto = ip->nexthdr;
+	p->tcpflags = 0;
+	if (p->proto == IPPROTO_TCP) {
+		/* Checked again: the verifier keeps only the shorter bound. */
+		if ((void *)ports + sizeof(struct tcphdr) > end)
+			return 0;
+		p->tcpflags = ((__u8 *)ports)[13];
+	}
 	return 1;
 }
 
@@ -711,6 +795,25 @@ static __always_inline void ct6_tuple(struct ct6_key *k, const __u32 *saddr, con
 	k->dport = dport;
 }
 
+/* track6 is track4 for IPv6. */
+static __always_inline void track6(struct ct6_val *ct, const struct pkt6 *p, __u8 dir)
+{
+	struct ct6_key tk = {};
+	struct ct6_val *twin;
+	__u32 mark;
+
+	if (!(p->tcpflags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return;
+	ct6_tuple(&tk, ct->daddr, ct->saddr, ct->dport, ct->sport);
+	tk.proto = p->proto;
+	tk.dir = dir ^ 1;
+	twin = bpf_map_lookup_elem(&kiln_ct6, &tk);
+	mark = close_mark(p->tcpflags, twin ? twin->flags : 0);
+	ct->flags |= mark;
+	if (twin && (mark & CT_F_CLOSED))
+		twin->flags |= CT_F_CLOSED;
+}
+
 /* ingress6 is ingress4 for IPv6, with kiln_ct6. */
 static __always_inline int ingress6(struct __sk_buff *skb)
 {
@@ -723,7 +826,7 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 	struct pkt6 p;
 	__u32 ifindex = skb->ingress_ifindex;
 	__u32 bid = 0, snat = 0;
-	__u16 nport;
+	__u16 nport, closed_port = 0;
 	int i;
 
 	if (!load6(skb, &p))
@@ -737,6 +840,7 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 	if (ct) {
 		if (!(ct->flags & CT_F_SNAT))
 			return TCX_NEXT;
+		track6(ct, &p, CT_DIR_REV);
 		return apply6(skb, &p, ct, 1);
 	}
 
@@ -747,8 +851,10 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 	fk = rk;
 	fk.dir = CT_DIR_FWD;
 	ct = bpf_map_lookup_elem(&kiln_ct6, &fk);
-	if (ct && alive6(ct))
+	if (ct && alive6(ct) && !((ct->flags & CT_F_CLOSED) && new_syn(p.tcpflags))) {
+		track6(ct, &p, CT_DIR_FWD);
 		return apply6(skb, &p, ct, 1);
+	}
 
 	/* A new flow. */
 	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
@@ -781,11 +887,17 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 			if (!ct || (ct->dport == p.sport && ct->sport == p.dport &&
 				    addr6_eq(ct->daddr, p.saddr) && addr6_eq(ct->saddr, p.daddr)))
 				break;
+			if (!closed_port && (ct->flags & CT_F_CLOSED))
+				closed_port = nport;
 			nport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_RANGE);
 			rk.dport = nport;
 		}
-		if (i == SNAT_TRIES)
-			return TCX_DROP;
+		if (i == SNAT_TRIES) {
+			if (!closed_port)
+				return TCX_DROP;
+			nport = closed_port;
+			rk.dport = nport;
+		}
 		fv.sport = nport;
 	}
 
@@ -815,6 +927,7 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	ct = bpf_map_lookup_elem(&kiln_ct6, &rk);
 	if (!ct)
 		return TCX_NEXT;
+	track6(ct, &p, CT_DIR_REV);
 	return apply6(skb, &p, ct, 0);
 }
 
