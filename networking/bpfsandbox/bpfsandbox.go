@@ -78,7 +78,8 @@ var made atomic.Int32
 
 // New mounts a private bpffs and cgroup2 and creates a child cgroup named after
 // name; all of it goes at cleanup, after the process has left the cgroup. Call
-// Require first.
+// Require first, unless the test runs in private namespaces of its own
+// (networking/netnstest).
 func New(tb testing.TB, name string) *Sandbox {
 	tb.Helper()
 	s := &Sandbox{PinDir: filepath.Join(tb.TempDir(), "kiln")}

@@ -3,22 +3,16 @@
 package agent
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/kiln-os/kiln/networking/bpfsandbox"
 	"github.com/kiln-os/kiln/networking/netnstest"
 	"github.com/kiln-os/kiln/networking/serviceproxy"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes/fake"
 )
@@ -36,53 +30,10 @@ func realDatapath(t *testing.T) (*serviceproxy.Proxy, func()) {
 		t.Fatalf("bring loopback up: %v", err)
 	}
 
-	bpffs := t.TempDir()
-	if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
-		t.Fatalf("mount a private bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
-
-	cg2 := t.TempDir()
-	if err := unix.Mount("cgroup2", cg2, "cgroup2", 0, ""); err != nil {
-		if errors.Is(err, unix.ENODEV) {
-			t.Skip("needs cgroup v2, which this kernel does not have")
-		}
-		t.Fatalf("mount cgroup2: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(cg2, unix.MNT_DETACH) })
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		t.Fatalf("read own cgroup: %v", err)
-	}
-	var own string
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			own = p
-		}
-	}
-	if own == "" {
-		t.Fatalf("no cgroup v2 line in /proc/self/cgroup:\n%s", b)
-	}
-	home := filepath.Join(cg2, own)
-	cgroup := filepath.Join(cg2, fmt.Sprintf("kiln-proxy-agent-test-%d", os.Getpid()))
-	if err := os.Mkdir(cgroup, 0o755); err != nil {
-		t.Fatalf("create test cgroup: %v", err)
-	}
-	moveTo := func(dir string) error {
-		return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
-	}
-	t.Cleanup(func() {
-		if err := moveTo(home); err != nil {
-			t.Errorf("leave test cgroup: %v", err)
-		}
-		if err := os.Remove(cgroup); err != nil {
-			t.Errorf("remove test cgroup: %v", err)
-		}
-	})
-
+	sb := bpfsandbox.New(t, "proxy-agent-test")
 	p, err := serviceproxy.Open(serviceproxy.Config{
-		Cgroup: cgroup,
-		PinDir: filepath.Join(bpffs, "kiln"),
+		Cgroup: sb.Cgroup,
+		PinDir: sb.PinDir,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	})
 	if err != nil {
@@ -95,8 +46,8 @@ func realDatapath(t *testing.T) (*serviceproxy.Proxy, func()) {
 	})
 	enter := func() {
 		t.Helper()
-		if err := moveTo(cgroup); err != nil {
-			t.Fatalf("enter test cgroup: %v", err)
+		if err := sb.Enter(); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return p, enter
