@@ -79,7 +79,8 @@ func TestQEMUArgs(t *testing.T) {
 	got := strings.Join(qemuArgs(s, "/code.fd", "/st/kiln/efivars.fd", "/st/kiln/disk.qcow2", "/st/kiln/qemu.pid", 4242), " ")
 	for _, want := range []string{
 		"-accel tcg -m 1024 -smp 2",
-		"-nodefaults -serial file:/st/kiln/serial.log -daemonize -pidfile /st/kiln/qemu.pid",
+		"-serial file:/st/kiln/serial.log -daemonize -pidfile /st/kiln/qemu.pid",
+		"-nodefaults",
 		"-M q35 -drive if=pflash,format=raw,unit=0,readonly=on,file=/code.fd",
 		"-drive if=none,id=disk0,format=qcow2,file=/st/kiln/disk.qcow2",
 		"hostfwd=tcp:127.0.0.1:4242-:50000",
@@ -98,8 +99,9 @@ func TestQEMUArgs(t *testing.T) {
 			t.Errorf("qemuArgs() = %q, want %q in it", got, want)
 		}
 	}
-	if c := cmdlineWithConsole("amd64", "console=ttyS0,115200 quiet"); c != "console=ttyS0,115200 quiet" {
-		t.Errorf("cmdlineWithConsole kept no board console: %q", c)
+	s.kernel, s.cmdline = "/k", "console=ttyS0,115200 quiet"
+	if got = strings.Join(qemuArgs(s, "", "", "/d.qcow2", "/p", 1), " "); !strings.Contains(got, "-append console=ttyS0,115200 quiet") {
+		t.Errorf("qemuArgs() = %q: the board's console= is not kept", got)
 	}
 }
 

@@ -75,60 +75,28 @@ func startQEMU(ctx context.Context, s vmSpec, log *slog.Logger) (pid, port int, 
 	return pid, port, nil
 }
 
-// qemuArgs is QEMU's command line for a daemonised node: the same machine tools/qemu
-// builds for tests, with the console in a file instead of on stdio.
+// qemuArgs is QEMU's command line for a daemonised node: the machine tools/qemu
+// builds for tests (qemu.MachineArgs), with the console in a file instead of on stdio.
 func qemuArgs(s vmSpec, code, vars, overlay, pidFile string, port int) []string {
-	esc := func(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 	a := []string{
 		"-name", "kiln-" + filepath.Base(s.dir),
-		"-accel", s.accel,
-		"-m", strconv.Itoa(s.memoryMiB),
-		"-smp", strconv.Itoa(s.cpus),
-		"-display", "none",
-		"-monitor", "none",
-		"-nodefaults",
-		"-serial", "file:" + filepath.Join(s.dir, SerialLogFile),
+		"-serial", "file:" + strings.ReplaceAll(filepath.Join(s.dir, SerialLogFile), ",", ",,"),
 		"-daemonize",
 		"-pidfile", pidFile,
 	}
-	cpu := "cortex-a72"
-	if s.accel == string(qemu.KVM) {
-		cpu = "host"
-	}
-	if s.arch == string(qemu.ARM64) {
-		a = append(a, "-M", "virt", "-cpu", cpu)
-	} else {
-		a = append(a, "-M", "q35")
-		if s.accel == string(qemu.KVM) {
-			a = append(a, "-cpu", "host")
-		}
-	}
-	if s.uefi {
-		a = append(a,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+esc(code),
-			"-drive", "if=pflash,format=raw,unit=1,file="+esc(vars))
-	}
-	if s.kernel != "" {
-		a = append(a, "-kernel", s.kernel, "-initrd", s.initrd, "-append", cmdlineWithConsole(qemu.Arch(s.arch), s.cmdline))
-	}
-	return append(a,
-		"-drive", "if=none,id=disk0,format=qcow2,file="+esc(overlay),
-		"-device", "virtio-blk-pci,drive=disk0",
-		"-netdev", fmt.Sprintf("user,id=net0,hostfwd=tcp:127.0.0.1:%d-:%d", port, qemu.APIPort),
-		"-device", "virtio-net-pci,netdev=net0,romfile=",
-		"-device", "virtio-rng-pci",
-	)
-}
-
-// cmdlineWithConsole puts the console on the first serial port unless the command line
-// names a console; the board's own console= (with its speed) comes from cmdline.txt.
-func cmdlineWithConsole(a qemu.Arch, s string) string {
-	for _, f := range strings.Fields(s) {
-		if strings.HasPrefix(f, "console=") {
-			return s
-		}
-	}
-	return strings.TrimSpace(qemu.ConsoleArg(a) + " " + s)
+	return append(a, qemu.MachineArgs(&qemu.Config{
+		Arch:         qemu.Arch(s.arch),
+		Accel:        qemu.Accel(s.accel),
+		MemoryMiB:    s.memoryMiB,
+		CPUs:         s.cpus,
+		UEFI:         s.uefi,
+		FirmwareCode: code,
+		Kernel:       s.kernel,
+		Initrd:       s.initrd,
+		Append:       s.cmdline,
+		GuestPort:    qemu.APIPort,
+		HostPort:     port,
+	}, overlay, vars)...)
 }
 
 // running reports whether the cluster's QEMU still runs: the PID is alive and is the

@@ -13,13 +13,23 @@ type files struct {
 
 // args builds QEMU's command line. It is pure so tests can check it.
 func args(c *Config, f files) []string {
+	a := append(MachineArgs(c, f.overlay, f.vars), "-serial", "stdio")
+	return append(a, c.ExtraArgs...)
+}
+
+// MachineArgs is QEMU's command line for the machine c describes, without the serial
+// port and ExtraArgs (c as given: Start fills in the defaults before it calls this): accelerator, memory, CPUs, board,
+// firmware with vars as its variable store, the kernel, overlay as the virtio disk, the
+// user network with c's forwards, and an entropy device. Paths are escaped for
+// QEMU's option syntax. tools/provision starts daemonised nodes with it.
+func MachineArgs(c *Config, overlay, vars string) []string {
+	esc := func(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 	a := []string{
 		"-accel", string(c.Accel),
 		"-m", fmt.Sprint(c.MemoryMiB),
 		"-smp", fmt.Sprint(c.CPUs),
 		"-display", "none",
 		"-monitor", "none",
-		"-serial", "stdio",
 		"-nodefaults",
 	}
 	switch c.Arch {
@@ -39,8 +49,8 @@ func args(c *Config, f files) []string {
 	}
 	if c.UEFI {
 		a = append(a,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+c.FirmwareCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+f.vars,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+esc(c.FirmwareCode),
+			"-drive", "if=pflash,format=raw,unit=1,file="+esc(vars),
 		)
 	}
 	if c.Kernel != "" {
@@ -50,9 +60,9 @@ func args(c *Config, f files) []string {
 		}
 		a = append(a, "-append", kernelCmdline(c.Arch, c.Append))
 	}
-	if f.overlay != "" {
+	if overlay != "" {
 		a = append(a,
-			"-drive", "if=none,id=disk0,format=qcow2,file="+f.overlay,
+			"-drive", "if=none,id=disk0,format=qcow2,file="+esc(overlay),
 			"-device", "virtio-blk-pci,drive=disk0",
 		)
 	}
@@ -67,8 +77,7 @@ func args(c *Config, f files) []string {
 		)
 	}
 	// Entropy for the guest's crypto/rand early in boot (TLS keys in maintenance mode).
-	a = append(a, "-device", "virtio-rng-pci")
-	return append(a, c.ExtraArgs...)
+	return append(a, "-device", "virtio-rng-pci")
 }
 
 // kernelCmdline prepends the serial console argument unless the caller chose one.

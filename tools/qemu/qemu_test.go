@@ -29,8 +29,8 @@ func TestArgs(t *testing.T) {
 		{
 			name: "arm64 UEFI disk no reboot",
 			cfg:  Config{Arch: ARM64, Accel: TCG, UEFI: true, FirmwareCode: "/code.fd", Disk: "/d", NoReboot: true, GuestPort: -1},
-			f:    files{overlay: "/o.qcow2", vars: "/vars.fd"},
-			want: []string{"-M", "virt", "-cpu", "cortex-a72", "-no-reboot", "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/code.fd", "-drive", "if=pflash,format=raw,unit=1,file=/vars.fd", "-drive", "if=none,id=disk0,format=qcow2,file=/o.qcow2"},
+			f:    files{overlay: "/o,1.qcow2", vars: "/vars.fd"},
+			want: []string{"-M", "virt", "-cpu", "cortex-a72", "-no-reboot", "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/code.fd", "-drive", "if=pflash,format=raw,unit=1,file=/vars.fd", "-drive", "if=none,id=disk0,format=qcow2,file=/o,,1.qcow2"},
 			not:  []string{"-netdev", "-kernel"},
 		},
 		{
