@@ -7,9 +7,12 @@
 // ingress/egress programs on the node's external links (bpf/tc.c, tcx.go): DNAT to a
 // backend, an LRU conntrack map per family that follows TCP connections to their
 // RST or FINs (a new SYN on an ended flow's tuple picks anew), SNAT to the node for
-// remote backends
-// under externalTrafficPolicy Cluster, client address kept under Local;
-// HealthServer answers the Local Services' health-check node ports.
+// remote backends under externalTrafficPolicy Cluster, client address kept under
+// Local. ICMP and ICMPv6 errors about a translated flow's packet (fragmentation
+// needed and Packet Too Big among them, so that path MTU discovery works across the
+// translation) are translated for the flow's other side: the embedded packet
+// rewritten to what that side sent, the error sent to it. HealthServer answers the
+// Local Services' health-check node ports.
 //
 // The C programs live in bpf/; bpf2go (see gen.go) turns them into the committed
 // {sock,tc}_bpfel.go and .o files. Proxy loads them, attaches them to one cgroup, pins

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -447,6 +448,125 @@ func TestTCPrograms(t *testing.T) {
 		})
 	}
 
+	t.Run("icmp errors", func(t *testing.T) {
+		// ICMP errors about translated flows are translated like the flows'
+		// packets: the embedded packet turned into what the other side sent,
+		// the error sent to that side. Each family's flows have their own
+		// client ports.
+		type family struct {
+			name                 string
+			node, client, router netip.Addr // router: on the backends' side
+			remote, localBE      netip.AddrPort
+			extIP, other         netip.Addr
+			fe                   func(uint16) netip.AddrPort
+			tooBig               icmpErr // Type, Code and Info of "fragmentation needed" / Packet Too Big
+			portUnreach, echo    icmpErr
+		}
+		fams := []family{
+			{"ipv4", node, client.Addr(), netip.MustParseAddr("10.2.0.254"), remote, localBE, extIP, other, frontend,
+				icmpErr{Type: icmpUnreach, Code: icmpCodeFragNeeded, Info: 1400},
+				icmpErr{Type: icmpUnreach, Code: icmpCodePort}, icmpErr{Type: icmpEcho, Info: 0x00010001}},
+			{"ipv6", node6, client6.Addr(), netip.MustParseAddr("fd00:2::fe"), remote6, localBE6, extIP6, other6, frontend6,
+				icmpErr{Type: icmpv6TooBig, Info: 1400},
+				icmpErr{Type: icmpv6Unreach, Code: icmpv6CodePort}, icmpErr{Type: icmpv6EchoRequest, Info: 0x00010001}},
+		}
+		for _, f := range fams {
+			ap := netip.AddrPortFrom
+			msg := func(kind icmpErr, src, dst netip.Addr, about pkt, quote int) icmpErr {
+				kind.Src, kind.Dst, kind.About, kind.Quote = src, dst, about, quote
+				return kind
+			}
+			// The node's packet to the remote backend of a TCP NodePort
+			// flow, and what the client sent.
+			toBE := pkt{Proto: TCP, Src: ap(f.node, 43000), Dst: f.remote, Payload: "big data", TCPFlags: tcpACK}
+			fromClient := pkt{Proto: TCP, Src: ap(f.client, 43000), Dst: f.fe(30080), Payload: "big data", TCPFlags: tcpACK}
+			// A UDP NodePort flow's reply to the client, and what the backend sent.
+			toClient := pkt{Proto: UDP, Src: f.fe(30053), Dst: ap(f.client, 43001), Payload: "answer"}
+			fromBE := pkt{Proto: UDP, Src: f.remote, Dst: ap(f.node, 43001), Payload: "answer"}
+			// A local backend's flow (externalIP, DNAT only): what the node
+			// forwards to the backend, and what the client sent.
+			toLocal := pkt{Proto: TCP, Src: ap(f.client, 43002), Dst: f.localBE, Payload: "big", TCPFlags: tcpACK}
+			fromClientLocal := pkt{Proto: TCP, Src: ap(f.client, 43002), Dst: ap(f.extIP, 80), Payload: "big", TCPFlags: tcpACK}
+			for _, setup := range []pkt{
+				{Proto: TCP, Src: fromClient.Src, Dst: fromClient.Dst},
+				{Proto: UDP, Src: toClient.Dst, Dst: toClient.Src, Payload: "q"},
+				{Proto: TCP, Src: fromClientLocal.Src, Dst: fromClientLocal.Dst},
+			} {
+				if ret, _ := run(t, ingress, testIfindex, setup.build()); ret != tcxPass && ret != tcxRedirect {
+					t.Fatalf("%s: new flow %s -> %s: verdict %d", f.name, setup.Src, setup.Dst, int32(ret))
+				}
+			}
+			cases := []struct {
+				name    string
+				prog    *ebpf.Program
+				in      icmpErr
+				wantRet []uint32
+				want    icmpErr // zero: the packet must come out unchanged
+			}{
+				{"too big from a router about the node's packet to the backend goes to the client, from the frontend", ingress,
+					msg(f.tooBig, f.router, f.node, toBE, 0), forwarded,
+					msg(f.tooBig, f.fe(30080).Addr(), f.client, fromClient, 0)},
+				{"the same with only 8 bytes of TCP quoted", ingress,
+					msg(f.tooBig, f.router, f.node, toBE, 8), forwarded,
+					msg(f.tooBig, f.fe(30080).Addr(), f.client, fromClient, 8)},
+				{"port unreachable about a reply goes to the backend, from the node", ingress,
+					msg(f.portUnreach, f.client, f.fe(30053).Addr(), toClient, 0), forwarded,
+					msg(f.portUnreach, f.node, f.remote.Addr(), fromBE, 0)},
+				{"egress: too big from the node about a packet to a local backend goes out from the frontend", egress,
+					msg(f.tooBig, f.node, f.client, toLocal, 0), pass,
+					msg(f.tooBig, f.extIP, f.client, fromClientLocal, 0)},
+				{"an error about a local backend's flow coming in on an external link passes untouched", ingress,
+					msg(f.tooBig, f.router, f.client, toLocal, 0), []uint32{tcxNext}, icmpErr{}},
+				{"an error about no flow passes untouched", ingress,
+					msg(f.tooBig, f.router, f.node, pkt{Proto: TCP, Src: ap(f.node, 43999), Dst: f.remote, TCPFlags: tcpACK}, 0),
+					[]uint32{tcxNext}, icmpErr{}},
+				{"an error not addressed to the embedded packet's source passes untouched", ingress,
+					msg(f.tooBig, f.router, f.other, toBE, 0), []uint32{tcxNext}, icmpErr{}},
+				{"an echo request passes untouched", ingress,
+					msg(f.echo, f.router, f.node, toBE, 0), []uint32{tcxNext}, icmpErr{}},
+			}
+			if f.name == "ipv4" {
+				noCsum, noCsumBE := toClient, fromBE
+				noCsum.NoCsum, noCsumBE.NoCsum = true, true
+				cases = append(cases, []struct {
+					name    string
+					prog    *ebpf.Program
+					in      icmpErr
+					wantRet []uint32
+					want    icmpErr
+				}{
+					{"an embedded UDP packet without a checksum keeps none", ingress,
+						msg(f.portUnreach, f.client, f.fe(30053).Addr(), noCsum, 0), forwarded,
+						msg(f.portUnreach, f.node, f.remote.Addr(), noCsumBE, 0)},
+				}...)
+			}
+			for _, c := range cases {
+				t.Run(f.name+" "+c.name, func(t *testing.T) {
+					in := c.in.build()
+					ret, out := run(t, c.prog, testIfindex, in)
+					if !slices.Contains(c.wantRet, ret) {
+						t.Errorf("verdict %d, want one of %v", int32(ret), c.wantRet)
+					}
+					if c.want.Type == 0 && c.want.Src == (netip.Addr{}) {
+						if diff := cmp.Diff(in, out); diff != "" {
+							t.Errorf("packet changed (-in +out):\n%s", diff)
+						}
+						return
+					}
+					if len(out) != len(in) {
+						t.Fatalf("packet length %d, want %d", len(out), len(in))
+					}
+					if diff := cmp.Diff(c.want.seen(), parseICMP(t, out), cmpServices); diff != "" {
+						t.Errorf("ICMP error (-want +got):\n%s", diff)
+					}
+					if diff := cmp.Diff(c.want.build()[14:], out[14:]); diff != "" {
+						t.Errorf("bytes differ from an error built with the expected addresses (-want +got):\n%s", diff)
+					}
+				})
+			}
+		}
+	})
+
 	t.Run("snat port clash picks another port", func(t *testing.T) {
 		// A second client with the same source port, to the same backend:
 		// the node's side of it needs another port.
@@ -758,4 +878,180 @@ func portRange(lo, hi int) []uint16 {
 		out = append(out, uint16(p))
 	}
 	return out
+}
+
+// ICMP protocol numbers and the messages the tests send (RFC 792, RFC 4443).
+const (
+	ipProtoICMP   = 1
+	ipProtoICMPv6 = 58
+	icmpHeaderLen = 8 // type, code, checksum, 4 bytes of Info
+
+	icmpUnreach        = 3 // destination unreachable
+	icmpCodePort       = 3
+	icmpCodeFragNeeded = 4
+	icmpEcho           = 8
+	icmpv6Unreach      = 1
+	icmpv6CodePort     = 4
+	icmpv6TooBig       = 2
+	icmpv6EchoRequest  = 128
+)
+
+// icmpErr is an ICMP (IPv4) or ICMPv6 message (by the family of its addresses)
+// whose body is the start of the packet About, as an error carries it.
+type icmpErr struct {
+	Src, Dst   netip.Addr // the outer header's
+	Type, Code uint8
+	Info       uint32 // the 4 bytes after the checksum: the MTU of "fragmentation needed" (low 16 bits) or Packet Too Big
+	About      pkt    // the embedded packet
+	Quote      int    // bytes of About's TCP/UDP header and payload carried; 0: all of them
+}
+
+// build makes the frame: About as pkt.build makes it (so with its checksums),
+// cut to Quote, behind an ICMP header and an outer IP header with correct
+// checksums.
+func (e icmpErr) build() []byte {
+	inner := e.About.build()[14:]
+	ipLen := 20
+	if e.About.Src.Addr().Is6() {
+		ipLen = 40
+	}
+	if e.Quote > 0 {
+		inner = inner[:ipLen+e.Quote]
+	}
+	msg := make([]byte, icmpHeaderLen, icmpHeaderLen+len(inner))
+	msg[0], msg[1] = e.Type, e.Code
+	binary.BigEndian.PutUint32(msg[4:], e.Info)
+	msg = append(msg, inner...)
+
+	if e.Src.Is6() {
+		binary.BigEndian.PutUint16(msg[2:], csum(pseudo(e.Src, e.Dst, ipProtoICMPv6, len(msg)), msg))
+		ip := make([]byte, 40)
+		ip[0] = 0x60
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(msg)))
+		ip[6] = ipProtoICMPv6
+		ip[7] = 64
+		s, d := e.Src.As16(), e.Dst.As16()
+		copy(ip[8:], s[:])
+		copy(ip[24:], d[:])
+		eth := []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd}
+		return append(append(eth, ip...), msg...)
+	}
+	binary.BigEndian.PutUint16(msg[2:], csum(msg))
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	ip[1] = 0xc0 // internetwork control, as the kernel sends errors
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(msg)))
+	binary.BigEndian.PutUint16(ip[4:], 0x4321)
+	ip[8] = 64
+	ip[9] = ipProtoICMP
+	s, d := e.Src.As4(), e.Dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	binary.BigEndian.PutUint16(ip[10:], csum(ip))
+	eth := []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
+	return append(append(eth, ip...), msg...)
+}
+
+// parseICMP reads an ICMP error frame the program wrote back and checks every
+// checksum in it against one computed from scratch: the outer IPv4 header's, the
+// ICMP checksum (ICMPv6: with its pseudo header), the embedded IPv4 header's and,
+// when the error carries the whole embedded packet, its TCP/UDP checksum.
+func parseICMP(t *testing.T, b []byte) icmpErr {
+	t.Helper()
+	var (
+		e   icmpErr
+		msg []byte
+	)
+	if binary.BigEndian.Uint16(b[12:]) == 0x86dd {
+		ip := b[14:54]
+		msg = b[54:]
+		if ip[6] != ipProtoICMPv6 {
+			t.Fatalf("next header %d, want ICMPv6", ip[6])
+		}
+		e.Src = netip.AddrFrom16([16]byte(ip[8:24]))
+		e.Dst = netip.AddrFrom16([16]byte(ip[24:40]))
+		if got, want := int(binary.BigEndian.Uint16(ip[4:])), len(msg); got != want {
+			t.Errorf("IPv6 payload length %d, want %d", got, want)
+		}
+	} else {
+		ip := b[14:34]
+		msg = b[34:]
+		if ip[9] != ipProtoICMP {
+			t.Fatalf("protocol %d, want ICMP", ip[9])
+		}
+		e.Src = netip.AddrFrom4([4]byte(ip[12:16]))
+		e.Dst = netip.AddrFrom4([4]byte(ip[16:20]))
+		checkIPv4Csum(t, "outer IPv4 header", ip)
+	}
+	e.Type, e.Code = msg[0], msg[1]
+	e.Info = binary.BigEndian.Uint32(msg[4:])
+	msgCopy := append([]byte(nil), msg...)
+	msgCopy[2], msgCopy[3] = 0, 0
+	want := csum(msgCopy)
+	if e.Src.Is6() {
+		want = csum(pseudo(e.Src, e.Dst, ipProtoICMPv6, len(msg)), msgCopy)
+	}
+	if got := binary.BigEndian.Uint16(msg[2:]); got != want {
+		t.Errorf("ICMP checksum %#04x, want %#04x", got, want)
+	}
+
+	inner := msg[icmpHeaderLen:]
+	var (
+		ipLen, total int
+		proto        Proto
+		s, d         netip.Addr
+	)
+	if e.Src.Is6() {
+		ipLen = 40
+		total = 40 + int(binary.BigEndian.Uint16(inner[4:]))
+		proto = Proto(inner[6])
+		s = netip.AddrFrom16([16]byte(inner[8:24]))
+		d = netip.AddrFrom16([16]byte(inner[24:40]))
+	} else {
+		ipLen = 20
+		total = int(binary.BigEndian.Uint16(inner[2:]))
+		proto = Proto(inner[9])
+		s = netip.AddrFrom4([4]byte(inner[12:16]))
+		d = netip.AddrFrom4([4]byte(inner[16:20]))
+		checkIPv4Csum(t, "embedded IPv4 header", inner[:20])
+	}
+	if total == len(inner) {
+		// The whole packet: its TCP/UDP checksum is checked from scratch.
+		eth := []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00}
+		if e.Src.Is6() {
+			eth[12], eth[13] = 0x86, 0xdd
+		}
+		e.About = parse(t, append(eth, inner...))
+	} else {
+		l4 := inner[ipLen:]
+		e.Quote = len(l4)
+		e.About = pkt{Proto: proto,
+			Src: netip.AddrPortFrom(s, binary.BigEndian.Uint16(l4[0:])),
+			Dst: netip.AddrPortFrom(d, binary.BigEndian.Uint16(l4[2:]))}
+	}
+	if proto == TCP && len(inner) > ipLen+13 {
+		e.About.TCPFlags = inner[ipLen+13]
+	}
+	return e
+}
+
+// seen is e as parseICMP reads it back: without what a short quote leaves out.
+func (e icmpErr) seen() icmpErr {
+	if e.Quote > 0 {
+		e.About.Payload = ""
+		if e.About.Proto == TCP && e.Quote < 14 {
+			e.About.TCPFlags = 0
+		}
+	}
+	return e
+}
+
+// checkIPv4Csum checks the checksum of IPv4 header ip.
+func checkIPv4Csum(t *testing.T, what string, ip []byte) {
+	t.Helper()
+	c := append([]byte(nil), ip...)
+	c[10], c[11] = 0, 0
+	if want, got := csum(c), binary.BigEndian.Uint16(ip[10:]); got != want {
+		t.Errorf("%s checksum %#04x, want %#04x", what, got, want)
+	}
 }

@@ -43,10 +43,17 @@
  * old connection in TIME_WAIT. Entries still leave only by LRU eviction, and
  * UDP flows never end.
  *
+ * ICMP and ICMPv6 errors about a translated flow's packet (destination
+ * unreachable, fragmentation needed / Packet Too Big, time exceeded, parameter
+ * problem), from the network at ingress or from this node's stack at egress,
+ * are translated for the other side of the flow, so that path MTU discovery
+ * and error reporting work across the translation: see "ICMP errors" below.
+ *
  * Passed untouched: IPv4 fragments, IPv6 packets with extension headers (the
  * next header after the fixed header must be TCP or UDP; a fragment header is
- * an extension header too), and packets with neither TCP nor UDP (ICMP errors
- * about translated flows are not translated).
+ * an extension header too), other ICMP messages, ICMP errors about packets of
+ * no translated flow or whose embedded packet has IPv4 options or IPv6
+ * extension headers, and packets with neither TCP nor UDP.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -63,6 +70,9 @@
 #define TCX_NEXT -1
 #define TCX_PASS 0
 #define TCX_DROP 2
+/* Not a verdict: what ingress4 and the like return for a packet with neither
+ * TCP nor UDP (or one they do not parse). */
+#define TC_OTHER 0x100
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -286,6 +296,108 @@ static __always_inline __u32 close_mark(__u8 tcpflags, __u32 twin)
 	return CT_F_FIN;
 }
 
+/*
+ * ICMP errors about translated flows. An error (IPv4: destination
+ * unreachable, time exceeded, parameter problem; IPv6: those and Packet Too
+ * Big) carries the start of the packet it is about: its IP header and at
+ * least the first 8 bytes of TCP/UDP, the ports. When that packet is one of a
+ * translated flow, as the node sent it, the error is translated as the
+ * flow's packets in the other direction are: the embedded packet becomes the
+ * one the other side sent (the reverse of what the other direction's entry
+ * turns a packet into), and the error goes to that side. The rest (type,
+ * code, the MTU, the embedded packet's other fields) stays as it is.
+ *
+ * An error is addressed to its embedded packet's source: one that is not is
+ * left alone. Its outer source is rewritten as the flow's source is in the
+ * direction the error now travels, as the kernel's NAT does: towards the
+ * client it comes from the frontend (not from an address of the backends'
+ * network, which may be private and fail source checks on the client's
+ * path), towards a remote backend from the node's SNAT address; an error
+ * towards a local backend keeps its source. It is routed as the flow's
+ * packets are: at ingress a SNATed flow's with bpf_fib_lookup and
+ * bpf_redirect_neigh (its source is a node address now), others up the
+ * stack; at egress it goes on out.
+ *
+ * The checksums are updated by hand (RFC 1624) rather than with
+ * bpf_l3/l4_csum_replace, since they nest (the embedded ones are data of the
+ * ICMP checksum) and bpf_l4_csum_replace leaves a CHECKSUM_PARTIAL packet's
+ * field alone: the outer IPv4 header's, the embedded IPv4 header's, the
+ * embedded TCP/UDP checksum for the address and port changes (as
+ * nf_nat_icmp_reply_translation does, when the error carries it: TCP's is at
+ * byte 16, past the 8 bytes an error must carry, and is updated only when the
+ * whole TCP header is there), and the ICMP checksum for every byte that
+ * changed under it (for ICMPv6 with its pseudo header's addresses). The new
+ * bytes are stored with BPF_F_RECOMPUTE_CSUM, so skb->csum of a
+ * CHECKSUM_COMPLETE packet follows them.
+ */
+
+#define IPPROTO_ICMP 1
+#define IPPROTO_ICMPV6 58
+
+/* The ICMP header as the code here reads it, and the error's body: the
+ * embedded packet's IP header and l4 words (ports first). */
+#define ICMP_L4_WORDS 10 /* a TCP header without options */
+#define ICMP_L4_MIN 4    /* the 8 bytes every error carries */
+#define TCP_CSUM_WORD 8
+#define UDP_CSUM_WORD 3
+
+/* csum_fold is the 16-bit one's complement sum of s. */
+static __always_inline __u16 csum_fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (s & 0xffff) + (s >> 16);
+}
+
+/* csum_diff16 and csum_diff32 are what a field that changes from a to b adds
+ * to the sum of the data it is in (-a is ~a in one's complement). */
+static __always_inline __u64 csum_diff16(__u16 a, __u16 b)
+{
+	return (__u64)(__u16)~a + b;
+}
+
+static __always_inline __u64 csum_diff32(__u32 a, __u32 b)
+{
+	return (__u64)~a + b;
+}
+
+static __always_inline __u64 csum_diff128(const __u32 *a, const __u32 *b)
+{
+	return csum_diff32(a[0], b[0]) + csum_diff32(a[1], b[1]) + csum_diff32(a[2], b[2]) +
+	       csum_diff32(a[3], b[3]);
+}
+
+/* csum_update is checksum c after the data it covers changed by diff. */
+static __always_inline __u16 csum_update(__u16 c, __u64 diff)
+{
+	return ~csum_fold((__u16)~c + diff);
+}
+
+/* csum_update_l4 is csum_update for a TCP or UDP checksum: a UDP checksum of
+ * 0 (none, in IPv4) stays 0, and one that comes out 0 is 0xffff. */
+static __always_inline __u16 csum_update_l4(__u16 c, __u64 diff, __u8 proto)
+{
+	if (proto == IPPROTO_UDP && c == 0)
+		return 0;
+	c = csum_update(c, diff);
+	if (proto == IPPROTO_UDP && c == 0)
+		c = 0xffff;
+	return c;
+}
+
+/* icmp_error4 and icmp_error6 report whether an ICMP message of this type is
+ * an error that carries a packet. */
+static __always_inline int icmp_error4(__u8 type)
+{
+	return type == 3 || type == 11 || type == 12; /* unreachable, time exceeded, parameter problem */
+}
+
+static __always_inline int icmp_error6(__u8 type)
+{
+	return type >= 1 && type <= 4; /* unreachable, too big, time exceeded, parameter problem */
+}
+
 /* IPv4 */
 
 struct pkt4 {
@@ -473,7 +585,125 @@ static __always_inline void track4(struct ct_val *ct, const struct pkt4 *p, __u8
 		twin->flags |= CT_F_CLOSED;
 }
 
-static __always_inline int ingress4(struct __sk_buff *skb)
+/* The start of an ICMP error as icmp4 copies it: the ICMP header, the
+ * embedded packet's IPv4 header (options are not followed) and its first
+ * TCP/UDP words, ports first. */
+struct icmp4_err {
+	__u8 type;
+	__u8 code;
+	__u16 csum;
+	__u32 info; /* e.g. the MTU of "fragmentation needed": kept */
+	struct iphdr ip;
+	__u16 l4[ICMP_L4_WORDS];
+};
+
+#define ICMP4_ERR_MIN (8 + sizeof(struct iphdr) + ICMP_L4_MIN * 2)
+
+/* fix_l4csum updates the embedded TCP/UDP checksum c for a change of diff in
+ * what it covers, and returns what that adds to the ICMP checksum's sum. */
+static __always_inline __u64 fix_l4csum(__u16 *c, __u64 diff, __u8 proto)
+{
+	__u16 old = *c;
+
+	*c = csum_update_l4(old, diff, proto);
+	return csum_diff16(old, *c);
+}
+
+/* icmp4 translates an ICMP error about a packet of a translated flow (see
+ * above), at ingress (from the network) or at egress (from this node's stack);
+ * anything else goes on untouched. It looks for the entry of the direction
+ * opposite to the embedded packet's, by its tuple reversed: a reverse entry
+ * (the packet went from the node or client to the backend), at egress too, or
+ * at ingress a forward one (it was a reply to the client). At ingress, as
+ * for replies, only SNATed flows' reverse entries count (see ingress4). */
+static __noinline int icmp4(struct __sk_buff *skb, int ingress)
+{
+	struct icmp4_err e = {};
+	struct ct_key k = {};
+	struct iphdr ip;
+	struct ct_val *ct;
+	__u32 off, saddr, daddr, isaddr, idaddr, flags, new_src;
+	__u16 sport, dport, old;
+	__u64 dip, dl4, dicmp;
+	int full = 1;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+		return TCX_NEXT;
+	if (ip.protocol != IPPROTO_ICMP || ip.ihl < 5 || (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)))
+		return TCX_NEXT;
+	off = ETH_HLEN + ip.ihl * 4;
+	if (bpf_skb_load_bytes(skb, off, &e, sizeof(e))) {
+		full = 0; /* no whole TCP header */
+		if (bpf_skb_load_bytes(skb, off, &e, ICMP4_ERR_MIN))
+			return TCX_NEXT;
+	}
+	if (!icmp_error4(e.type) || e.ip.version != 4 || e.ip.ihl != 5 ||
+	    (e.ip.frag_off & bpf_htons(IP_OFFSET)) || ip.daddr != e.ip.saddr ||
+	    (e.ip.protocol != IPPROTO_TCP && e.ip.protocol != IPPROTO_UDP))
+		return TCX_NEXT;
+
+	k.saddr = e.ip.daddr;
+	k.daddr = e.ip.saddr;
+	k.sport = e.l4[1];
+	k.dport = e.l4[0];
+	k.proto = e.ip.protocol;
+	k.dir = CT_DIR_REV;
+	ct = bpf_map_lookup_elem(&kiln_ct, &k);
+	if (ct) {
+		if (ingress && !(ct->flags & CT_F_SNAT))
+			return TCX_NEXT;
+		new_src = 1; /* a reverse entry rewrites the source */
+	} else {
+		if (!ingress)
+			return TCX_NEXT;
+		k.dir = CT_DIR_FWD;
+		ct = bpf_map_lookup_elem(&kiln_ct, &k);
+		if (!ct)
+			return TCX_NEXT;
+		new_src = ct->flags & CT_F_SNAT;
+	}
+	/* Or clang makes it of the first lookup's pointer, which the verifier
+	 * does not take in arithmetic. */
+	barrier_var(new_src);
+	/* Copies: the map value may change under us. The embedded packet
+	 * becomes the reverse of what the entry makes of a packet. */
+	isaddr = ct->daddr;
+	idaddr = ct->saddr;
+	sport = ct->dport;
+	dport = ct->sport;
+	flags = ct->flags;
+	daddr = isaddr;
+	saddr = new_src ? idaddr : ip.saddr;
+
+	dip = csum_diff32(e.ip.saddr, isaddr) + csum_diff32(e.ip.daddr, idaddr);
+	dl4 = csum_diff16(e.l4[0], sport) + csum_diff16(e.l4[1], dport);
+	old = e.ip.check;
+	e.ip.check = csum_update(old, dip);
+	dicmp = dip + dl4 + csum_diff16(old, e.ip.check);
+	if (e.ip.protocol == IPPROTO_UDP)
+		dicmp += fix_l4csum(&e.l4[UDP_CSUM_WORD], dip + dl4, IPPROTO_UDP);
+	else if (full)
+		dicmp += fix_l4csum(&e.l4[TCP_CSUM_WORD], dip + dl4, IPPROTO_TCP);
+	e.ip.saddr = isaddr;
+	e.ip.daddr = idaddr;
+	e.l4[0] = sport;
+	e.l4[1] = dport;
+	e.csum = csum_update(e.csum, dicmp);
+
+	ip.check = csum_update(ip.check, csum_diff32(ip.saddr, saddr) + csum_diff32(ip.daddr, daddr));
+	ip.saddr = saddr;
+	ip.daddr = daddr;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM))
+		return TCX_DROP;
+	if (full ? bpf_skb_store_bytes(skb, off, &e, sizeof(e), BPF_F_RECOMPUTE_CSUM) :
+		   bpf_skb_store_bytes(skb, off, &e, ICMP4_ERR_MIN, BPF_F_RECOMPUTE_CSUM))
+		return TCX_DROP;
+	if (ingress && (flags & CT_F_SNAT))
+		return forward4(skb, saddr, daddr);
+	return TCX_PASS;
+}
+
+static __noinline int ingress4(struct __sk_buff *skb)
 {
 	struct ct_key fk = {}, rk = {};
 	struct ct_val fv = {}, rv = {};
@@ -489,7 +719,7 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 	int i;
 
 	if (!load4(skb, &p))
-		return TCX_NEXT;
+		return TC_OTHER;
 
 	/* A reply to a translated flow. Only a SNATed flow's replies are
 	 * translated here: they come back addressed to the node. A local
@@ -584,14 +814,14 @@ static __always_inline int ingress4(struct __sk_buff *skb)
 	return apply4(skb, &p, &fv, 1);
 }
 
-static __always_inline int egress4(struct __sk_buff *skb)
+static __noinline int egress4(struct __sk_buff *skb)
 {
 	struct ct_key rk = {};
 	struct ct_val *ct;
 	struct pkt4 p;
 
 	if (!load4(skb, &p))
-		return TCX_NEXT;
+		return TC_OTHER;
 	rk.saddr = p.saddr;
 	rk.daddr = p.daddr;
 	rk.sport = p.sport;
@@ -814,8 +1044,106 @@ static __always_inline void track6(struct ct6_val *ct, const struct pkt6 *p, __u
 		twin->flags |= CT_F_CLOSED;
 }
 
+/* icmp4_err for ICMPv6. */
+struct icmp6_err {
+	__u8 type;
+	__u8 code;
+	__u16 csum;
+	__u32 info; /* e.g. the MTU of Packet Too Big: kept */
+	struct ipv6hdr ip;
+	__u16 l4[ICMP_L4_WORDS];
+};
+
+#define ICMP6_ERR_MIN (8 + sizeof(struct ipv6hdr) + ICMP_L4_MIN * 2)
+
+/* icmp6 is icmp4 for ICMPv6, with kiln_ct6. Neither the error nor its
+ * embedded packet may have extension headers. The ICMPv6 checksum covers a
+ * pseudo header with the outer addresses. */
+static __noinline int icmp6(struct __sk_buff *skb, int ingress)
+{
+	struct icmp6_err e = {};
+	struct ct6_key k = {};
+	struct ipv6hdr ip;
+	struct ct6_val *ct;
+	__u32 saddr[4], isaddr[4], idaddr[4], flags;
+	__u32 *osaddr = ip.saddr.in6_u.u6_addr32, *odaddr = ip.daddr.in6_u.u6_addr32;
+	__u32 *esaddr = e.ip.saddr.in6_u.u6_addr32, *edaddr = e.ip.daddr.in6_u.u6_addr32;
+	__u32 new_src;
+	__u16 sport, dport;
+	__u64 dip, dl4, dicmp;
+	int full = 1;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+		return TCX_NEXT;
+	if (ip.nexthdr != IPPROTO_ICMPV6)
+		return TCX_NEXT;
+	if (bpf_skb_load_bytes(skb, L4_OFF6, &e, sizeof(e))) {
+		full = 0;
+		if (bpf_skb_load_bytes(skb, L4_OFF6, &e, ICMP6_ERR_MIN))
+			return TCX_NEXT;
+	}
+	if (!icmp_error6(e.type) || e.ip.version != 6 || !addr6_eq(odaddr, esaddr) ||
+	    (e.ip.nexthdr != IPPROTO_TCP && e.ip.nexthdr != IPPROTO_UDP))
+		return TCX_NEXT;
+
+	ct6_tuple(&k, edaddr, esaddr, e.l4[1], e.l4[0]);
+	k.proto = e.ip.nexthdr;
+	k.dir = CT_DIR_REV;
+	ct = bpf_map_lookup_elem(&kiln_ct6, &k);
+	if (ct) {
+		if (ingress && !(ct->flags & CT_F_SNAT))
+			return TCX_NEXT;
+		new_src = 1; /* a reverse entry rewrites the source */
+	} else {
+		if (!ingress)
+			return TCX_NEXT;
+		k.dir = CT_DIR_FWD;
+		ct = bpf_map_lookup_elem(&kiln_ct6, &k);
+		if (!ct)
+			return TCX_NEXT;
+		new_src = ct->flags & CT_F_SNAT;
+	}
+	/* Or clang makes it of the first lookup's pointer, which the verifier
+	 * does not take in arithmetic. */
+	barrier_var(new_src);
+	addr6_copy(isaddr, ct->daddr);
+	addr6_copy(idaddr, ct->saddr);
+	sport = ct->dport;
+	dport = ct->sport;
+	flags = ct->flags;
+	if (new_src)
+		addr6_copy(saddr, idaddr);
+	else
+		addr6_copy(saddr, osaddr);
+
+	dip = csum_diff128(esaddr, isaddr) + csum_diff128(edaddr, idaddr);
+	dl4 = csum_diff16(e.l4[0], sport) + csum_diff16(e.l4[1], dport);
+	dicmp = dip + dl4 + csum_diff128(osaddr, saddr) + csum_diff128(odaddr, isaddr);
+	if (e.ip.nexthdr == IPPROTO_UDP)
+		dicmp += fix_l4csum(&e.l4[UDP_CSUM_WORD], dip + dl4, IPPROTO_UDP);
+	else if (full)
+		dicmp += fix_l4csum(&e.l4[TCP_CSUM_WORD], dip + dl4, IPPROTO_TCP);
+	addr6_copy(esaddr, isaddr);
+	addr6_copy(edaddr, idaddr);
+	e.l4[0] = sport;
+	e.l4[1] = dport;
+	e.csum = csum_update(e.csum, dicmp);
+
+	addr6_copy(osaddr, saddr);
+	addr6_copy(odaddr, isaddr);
+	/* The addresses are next to each other, saddr first. */
+	if (bpf_skb_store_bytes(skb, IP6_SRC_OFF, osaddr, 32, BPF_F_RECOMPUTE_CSUM))
+		return TCX_DROP;
+	if (full ? bpf_skb_store_bytes(skb, L4_OFF6, &e, sizeof(e), BPF_F_RECOMPUTE_CSUM) :
+		   bpf_skb_store_bytes(skb, L4_OFF6, &e, ICMP6_ERR_MIN, BPF_F_RECOMPUTE_CSUM))
+		return TCX_DROP;
+	if (ingress && (flags & CT_F_SNAT))
+		return forward6(skb, saddr, isaddr);
+	return TCX_PASS;
+}
+
 /* ingress6 is ingress4 for IPv6, with kiln_ct6. */
-static __always_inline int ingress6(struct __sk_buff *skb)
+static __noinline int ingress6(struct __sk_buff *skb)
 {
 	struct ct6_key fk = {}, rk = {};
 	struct ct6_val fv = {}, rv = {};
@@ -830,7 +1158,7 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 	int i;
 
 	if (!load6(skb, &p))
-		return TCX_NEXT;
+		return TC_OTHER;
 
 	/* A reply to a translated flow: see ingress4. */
 	ct6_tuple(&rk, p.saddr, p.daddr, p.sport, p.dport);
@@ -913,14 +1241,14 @@ static __always_inline int ingress6(struct __sk_buff *skb)
 	return apply6(skb, &p, &fv, 1);
 }
 
-static __always_inline int egress6(struct __sk_buff *skb)
+static __noinline int egress6(struct __sk_buff *skb)
 {
 	struct ct6_key rk = {};
 	struct ct6_val *ct;
 	struct pkt6 p;
 
 	if (!load6(skb, &p))
-		return TCX_NEXT;
+		return TC_OTHER;
 	ct6_tuple(&rk, p.saddr, p.daddr, p.sport, p.dport);
 	rk.proto = p.proto;
 	rk.dir = CT_DIR_REV;
@@ -931,25 +1259,44 @@ static __always_inline int egress6(struct __sk_buff *skb)
 	return apply6(skb, &p, ct, 0);
 }
 
-/* skb->protocol is the Ethernet type; the parsers check the header itself. */
+/*
+ * The programs dispatch on skb->protocol (the Ethernet type; the parsers check
+ * the header itself) to subprograms (BPF-to-BPF calls, verified in the
+ * caller's context), each with a stack frame of its own: inlined into one
+ * frame, the IPv4, IPv6 and ICMP paths' locals would pass the 512 bytes a
+ * call chain may use. A packet with neither TCP nor UDP (TC_OTHER) may be an
+ * ICMP error to translate.
+ */
 
 SEC("tcx/ingress")
 int kiln_tc_ingress(struct __sk_buff *skb)
 {
-	if (skb->protocol == bpf_htons(ETH_P_IP))
-		return ingress4(skb);
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return ingress6(skb);
+	int ret;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		ret = ingress4(skb);
+		return ret == TC_OTHER ? icmp4(skb, 1) : ret;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		ret = ingress6(skb);
+		return ret == TC_OTHER ? icmp6(skb, 1) : ret;
+	}
 	return TCX_NEXT;
 }
 
 SEC("tcx/egress")
 int kiln_tc_egress(struct __sk_buff *skb)
 {
-	if (skb->protocol == bpf_htons(ETH_P_IP))
-		return egress4(skb);
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		return egress6(skb);
+	int ret;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		ret = egress4(skb);
+		return ret == TC_OTHER ? icmp4(skb, 0) : ret;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		ret = egress6(skb);
+		return ret == TC_OTHER ? icmp6(skb, 0) : ret;
+	}
 	return TCX_NEXT;
 }
 
