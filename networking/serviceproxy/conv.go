@@ -91,6 +91,9 @@ func toFeVal(e *svcEntry, f frontend) tcFeVal {
 		v.Flags |= flagAffinity
 		v.AffinityTimeout = uint32(e.svc.Affinity / time.Second)
 	}
+	if e.mgID != 0 {
+		v.Flags |= feFlagMaglev
+	}
 	return v
 }
 

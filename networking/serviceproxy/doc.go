@@ -14,6 +14,15 @@
 // rewritten to what that side sent, the error sent to it. HealthServer answers the
 // Local Services' health-check node ports.
 //
+// A new flow through a frontend takes a random backend of its slot table, or with
+// Config.ExternalLB = ExternalMaglev the backend that a Maglev lookup table (maglev.go:
+// 1009 entries, built alike on every node from the backends' addresses) names at
+// the flow's hash (client and frontend address and port, protocol; fixed seed), so
+// that nodes behind an ECMP load balancer that moves a flow between them agree on
+// its backend. The tables are in kiln_maglev by slot table ID, one for each
+// frontend-serving slot table, written whole before the frontends that name them
+// are flagged (FE_F_MAGLEV) and deleted after the last one is not.
+//
 // The C programs live in bpf/; bpf2go (see gen.go) turns them into the committed
 // {sock,tc}_bpfel.go and .o files. Proxy loads them, attaches them to one cgroup, pins
 // maps and links under a bpffs directory (/sys/fs/bpf/kiln on a node) so traffic keeps

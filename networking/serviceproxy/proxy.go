@@ -32,6 +32,11 @@ type Config struct {
 	// ExternalLinks are where NodePorts, externalIPs and LoadBalancer IPs are
 	// served; SetExternalLinks changes them later. None serves no frontends.
 	ExternalLinks []ExternalLink
+	// ExternalLB is how a new flow through those frontends picks its backend:
+	// ExternalRandom (the default) or ExternalMaglev, which every node must
+	// agree on for a flow to keep its backend across nodes. Open applies it to
+	// the pinned maps (writing or removing the Maglev tables).
+	ExternalLB ExternalLB
 }
 
 // hook is one cgroup attach point and the program for it.
@@ -80,6 +85,9 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		cfg.PinDir = DefaultPinDir
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.ExternalLB != ExternalRandom && cfg.ExternalLB != ExternalMaglev {
+		return nil, fmt.Errorf("serviceproxy: unknown external load-balancing algorithm %s", cfg.ExternalLB)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -136,8 +144,9 @@ func Open(cfg Config) (_ *Proxy, err error) {
 
 	// The maps are read (and cleaned) before the new programs go live, so that a
 	// program change lands on maps that follow the protocol.
-	p.tab, err = newTable(&mapsDatapath{services: p.objs.KilnServices, slots: p.objs.KilnSlots,
-		backends: p.objs.KilnBackends, frontends: p.tcObjs.KilnFrontends}, cfg.Limits, p.log)
+	p.tab, err = newTableLB(&mapsDatapath{services: p.objs.KilnServices, slots: p.objs.KilnSlots,
+		backends: p.objs.KilnBackends, frontends: p.tcObjs.KilnFrontends, maglev: p.tcObjs.KilnMaglev},
+		cfg.Limits, cfg.ExternalLB, p.log)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +181,7 @@ func (p *Proxy) loadTC() error {
 		tcMapKilnCt:         l.Conntrack,
 		tcMapKilnCt6:        l.Conntrack6,
 		tcMapKilnTcAffinity: l.AffinityEntries,
+		tcMapKilnMaglev:     l.Services,
 	} {
 		spec.Maps[name].MaxEntries = n
 	}
@@ -275,7 +285,8 @@ func (p *Proxy) Remove() error {
 		errs = append(errs, err)
 	}
 	for _, m := range []*ebpf.Map{p.objs.KilnServices, p.objs.KilnSlots, p.objs.KilnBackends, p.objs.KilnRevnat, p.objs.KilnSkRevnat, p.objs.KilnAffinity,
-		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnCt6, p.tcObjs.KilnTcAffinity} {
+		p.tcObjs.KilnFrontends, p.tcObjs.KilnLinks, p.tcObjs.KilnNodeAddrs, p.tcObjs.KilnCt, p.tcObjs.KilnCt6, p.tcObjs.KilnTcAffinity,
+		p.tcObjs.KilnMaglev} {
 		if m != nil {
 			errs = append(errs, m.Unpin())
 		}
@@ -347,7 +358,13 @@ const layoutPin = "kiln_layout"
 // layoutMaps are the pinned maps whose layout layoutVersion describes. The
 // others (reverse NAT, affinity, conntrack, links, node addresses) keep their
 // entries across a layout change.
-var layoutMaps = []string{sockMapKilnServices, sockMapKilnSlots, sockMapKilnBackends, tcMapKilnFrontends}
+//
+// kiln_maglev (Maglev tables by slot table ID, for the frontends flagged
+// FE_F_MAGLEV) came without a version change: older code neither reads nor
+// writes it and clears the flag when it adopts the frontends, and Open writes,
+// checks or removes the tables to match Config.ExternalLB. It is removed with
+// the configuration maps, whose slot table IDs it is keyed by.
+var layoutMaps = []string{sockMapKilnServices, sockMapKilnSlots, sockMapKilnBackends, tcMapKilnFrontends, tcMapKilnMaglev}
 
 // checkLayout removes the pinned configuration maps of another layout version,
 // so that they are made anew instead of misread, and the pinned TC state maps

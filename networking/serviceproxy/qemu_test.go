@@ -18,7 +18,8 @@ import (
 // (ClusterIP TCP/UDP over v4, v6 and v4-mapped, no endpoints refused, affinity),
 // restart with pinned links, upgrades of pinned maps, the TCX NodePort programs with
 // real IPv4 and IPv6 traffic over veth (including the Local policy) and the TC
-// programs under BPF_PROG_TEST_RUN.
+// programs under BPF_PROG_TEST_RUN (Maglev included, with the verifier's
+// instruction counts logged).
 var inKernelTests = []string{
 	"TestClusterIP",
 	"TestRestart",
@@ -27,6 +28,9 @@ var inKernelTests = []string{
 	"TestOpenUpgradesLayout2",
 	"TestNodePort",
 	"TestTCPrograms",
+	"TestTCMaglev",
+	"TestOpenSwitchesExternalLB",
+	"TestTCVerifierStats",
 }
 
 // inKernelModules are what inKernelTests need beyond the Debian kernel's built-ins

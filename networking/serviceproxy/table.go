@@ -19,19 +19,21 @@ type opKind int
 const (
 	opPutBackends opKind = iota
 	opPutSlotsGrow
+	opPutMaglev // before the frontends that name the tables get FE_F_MAGLEV
 	opPutServices
 	opPutSlotsShrink
 	opDeleteSlotsShrink
 	opDeleteServices
 	opDeleteSlotsDeleted
+	opDeleteMaglev // after the last frontend naming a table lost FE_F_MAGLEV
 	opDeleteBackends
 	numOps
 )
 
 func (k opKind) String() string {
-	return [...]string{"put backends", "put slots (grow)", "put services", "put slots (shrink)",
+	return [...]string{"put backends", "put slots (grow)", "put maglev tables", "put services", "put slots (shrink)",
 		"delete slots (shrink)", "delete services", "delete slots (deleted services)",
-		"delete backends"}[k]
+		"delete maglev tables", "delete backends"}[k]
 }
 
 // op is one batch: the fields that its kind uses are set.
@@ -47,9 +49,14 @@ type op struct {
 	// opDeleteServices, as the entries that name slot tables.
 	feKeys []tcSvcKey
 	feVals []tcFeVal
+	// Maglev tables by slot table ID: whole values, one atomic write each.
+	mgIDs  []uint32
+	mgVals []tcMaglevVal
 }
 
-func (o *op) len() int { return len(o.beIDs) + len(o.slotKeys) + len(o.svcKeys) + len(o.feKeys) }
+func (o *op) len() int {
+	return len(o.beIDs) + len(o.slotKeys) + len(o.svcKeys) + len(o.feKeys) + len(o.mgIDs)
+}
 
 // snapshot is the content of the maps that hold configuration.
 type snapshot struct {
@@ -57,6 +64,7 @@ type snapshot struct {
 	slots     map[sockSlotKey]uint32
 	backends  map[uint32]sockBackend
 	frontends map[tcSvcKey]tcFeVal
+	maglev    map[uint32]tcMaglevVal
 }
 
 // datapath is where a table's writes go: the pinned BPF maps, or a simulation in
@@ -75,6 +83,9 @@ type svcEntry struct {
 	// backends only. Its ID comes from the service IDs.
 	local *slotGroup
 	fes   []frontend // programmed frontends
+	// mgID is the slot table whose Maglev table is programmed for the
+	// frontends (which then carry feFlagMaglev); 0 for none.
+	mgID uint32
 
 	// checked says that svc is what normalize makes of it, so that a desired
 	// service equal to it field by field is unchanged. Adopted entries are not
@@ -151,6 +162,7 @@ type table struct {
 	limits Limits
 	dp     datapath
 	log    *slog.Logger
+	maglev bool // frontends get Maglev tables (ExternalMaglev)
 
 	svcs      map[sockSvcKey]*svcEntry // by toSvcKey of the service's key
 	fes       map[ServiceKey]*svcEntry // frontend key → owner
@@ -255,7 +267,14 @@ func (t *table) resetEntries() {
 // service whose slots are whole and removes what no service can reach (slots past a
 // count or of an unknown service, unreferenced backends).
 func newTable(dp datapath, limits Limits, log *slog.Logger) (*table, error) {
-	t := &table{limits: limits, dp: dp, log: log}
+	return newTableLB(dp, limits, ExternalRandom, log)
+}
+
+// newTableLB is newTable for frontends balanced by lb: with ExternalMaglev,
+// adoption also writes the Maglev tables that are missing or wrong, and
+// without it, removes them.
+func newTableLB(dp datapath, limits Limits, lb ExternalLB, log *slog.Logger) (*table, error) {
+	t := &table{limits: limits, dp: dp, log: log, maglev: lb == ExternalMaglev}
 	if err := t.adopt(); err != nil {
 		return nil, err
 	}
@@ -412,15 +431,6 @@ func (t *table) adopt() error {
 			e.local.slots = whole(key, e.local.id, e.local.slots)
 			t.slotsUsed += len(e.local.slots)
 		}
-		// Frontends whose count is not the table's are rewritten: a count
-		// above the whole prefix would name missing slots.
-		for _, f := range e.fes {
-			v := toFeVal(e, f)
-			if snap.frontends[toFeKey(f.key)] != v {
-				fixFeKeys = append(fixFeKeys, toFeKey(f.key))
-				fixFeVals = append(fixFeVals, v)
-			}
-		}
 	}
 	refs := make(map[uint32]int32)
 	for _, e := range t.svcs {
@@ -491,6 +501,59 @@ func (t *table) adopt() error {
 		slices.SortFunc(e.svc.LocalBackends, netip.AddrPort.Compare)
 		e.svc.LocalBackends = slices.Compact(e.svc.LocalBackends)
 	}
+	// Maglev tables: each entry's frontends get the table its backends make
+	// (written when the pinned one differs), or none; tables no entry claims
+	// go after the frontends stop naming them.
+	var mgIDs, gcMg []uint32
+	var mgVals []tcMaglevVal
+	claimed := make(map[uint32]bool)
+	for _, e := range t.svcs {
+		e.mgID = 0
+		if !t.maglev || len(e.fes) == 0 {
+			continue
+		}
+		id, slots := e.id, e.slots
+		if e.local != nil {
+			id, slots = e.local.id, e.local.slots
+		}
+		// Ordered writes leave no duplicate slots; a malformed table might.
+		bes := make([]*beEntry, 0, len(slots))
+		for _, bid := range slots {
+			if be := beByID[bid]; be != nil && !be.inOld {
+				be.inOld = true
+				bes = append(bes, be)
+			}
+		}
+		for _, be := range bes {
+			be.inOld = false
+		}
+		v, ok := maglevValue(bes)
+		if !ok {
+			continue
+		}
+		e.mgID, claimed[id] = id, true
+		if old, found := snap.maglev[id]; !found || old != v {
+			mgIDs, mgVals = append(mgIDs, id), append(mgVals, v)
+		}
+	}
+	for id := range snap.maglev {
+		if !claimed[id] {
+			gcMg = append(gcMg, id)
+		}
+	}
+	slices.Sort(gcMg)
+	// Frontends whose value is not what the entry makes are rewritten: a
+	// count above the whole prefix would name missing slots, and the Maglev
+	// flag follows the tables above.
+	for _, e := range t.svcs {
+		for _, f := range e.fes {
+			v := toFeVal(e, f)
+			if snap.frontends[toFeKey(f.key)] != v {
+				fixFeKeys = append(fixFeKeys, toFeKey(f.key))
+				fixFeVals = append(fixFeVals, v)
+			}
+		}
+	}
 	if t.svcIDs, err = adoptIDs(t.limits.Services, svcIDs); err != nil {
 		return fmt.Errorf("adopt service IDs: %w", err)
 	}
@@ -500,9 +563,11 @@ func (t *table) adopt() error {
 
 	// Same order as a plan: the count fixes only ever shrink.
 	gc := []*op{
+		{kind: opPutMaglev, mgIDs: mgIDs, mgVals: mgVals},
 		{kind: opPutServices, svcKeys: fixSvcKeys, svcVals: fixSvcVals, feKeys: fixFeKeys, feVals: fixFeVals},
 		{kind: opDeleteServices, svcKeys: gcSvcs, feKeys: gcFes},
 		{kind: opDeleteSlotsDeleted, slotKeys: gcSlots},
+		{kind: opDeleteMaglev, mgIDs: gcMg},
 		{kind: opDeleteBackends, beIDs: gcBes, bes: gcBeVals},
 	}
 	for _, o := range gc {
@@ -515,7 +580,8 @@ func (t *table) adopt() error {
 	}
 	t.log.Info("adopted pinned service maps", "services", len(t.svcs), "frontends", len(t.fes),
 		"backends", len(t.bes), "slots", t.slotsUsed, "removed_services", len(gcSvcs),
-		"removed_frontends", len(gcFes), "removed_slots", len(gcSlots), "removed_backends", len(gcBes))
+		"removed_frontends", len(gcFes), "removed_slots", len(gcSlots), "removed_backends", len(gcBes),
+		"maglev_tables", len(claimed), "rewritten_maglev_tables", len(mgIDs), "removed_maglev_tables", len(gcMg))
 	return nil
 }
 
@@ -690,7 +756,8 @@ func (t *table) begin(services, backends int) {
 	for i := range t.ops {
 		o := &t.ops[i]
 		*o = op{kind: opKind(i), beIDs: o.beIDs[:0], bes: o.bes[:0], slotKeys: o.slotKeys[:0], slotVals: o.slotVals[:0],
-			svcKeys: o.svcKeys[:0], svcVals: o.svcVals[:0], feKeys: o.feKeys[:0], feVals: o.feVals[:0]}
+			svcKeys: o.svcKeys[:0], svcVals: o.svcVals[:0], feKeys: o.feKeys[:0], feVals: o.feVals[:0],
+			mgIDs: o.mgIDs[:0], mgVals: o.mgVals[:0]}
 	}
 	ps := &t.ops[opPutServices]
 	ps.svcKeys, ps.svcVals = slices.Grow(ps.svcKeys, services), slices.Grow(ps.svcVals, services)
@@ -831,6 +898,7 @@ func (t *table) upsert(u *Service, key sockSvcKey, old *svcEntry) (*svcEntry, er
 		t.releaseSvc = append(t.releaseSvc, e.local.id)
 		e.local = nil
 	}
+	t.placeMaglev(e, &n, useLocal)
 	ps := &t.ops[opPutServices]
 	ps.svcKeys = append(ps.svcKeys, key)
 	ps.svcVals = append(ps.svcVals, toSvcVal(e.id, n.Affinity, e.slots))
@@ -922,6 +990,10 @@ func (t *table) remove(e *svcEntry) {
 		}
 	}
 	ds.svcKeys = append(ds.svcKeys, toSvcKey(e.svc.ServiceKey))
+	if e.mgID != 0 {
+		dm := &t.ops[opDeleteMaglev]
+		dm.mgIDs = append(dm.mgIDs, e.mgID)
+	}
 	t.dropGroup(&slotGroup{id: e.id, slots: e.slots})
 	if e.local != nil {
 		t.dropGroup(e.local)
@@ -1099,6 +1171,47 @@ func (t *table) placeSlots(id uint32, old, want, buf []uint32) []uint32 {
 	}
 	t.slotsUsed += len(slots) - len(old)
 	return append(ownedBuf(buf, len(slots)), slots...)
+}
+
+// placeMaglev writes the Maglev table of the frontends of e, whose service
+// becomes n (e's slot tables and bes are n's already), when the table balances
+// with Maglev and they have backends, and deletes the table they had when it
+// is another one or none. The table goes before the frontends that name it,
+// and an old one after the last frontend stops naming it.
+func (t *table) placeMaglev(e *svcEntry, n *Service, useLocal bool) {
+	if !t.maglev && e.mgID == 0 {
+		return // the common case: not a 4 KiB zero table per service
+	}
+	var id uint32
+	var v tcMaglevVal
+	if t.maglev && (n.NodePort != 0 || len(n.ExternalIPs) > 0 || len(n.LoadBalancerIPs) > 0) {
+		bes := e.bes
+		id = e.id
+		if useLocal {
+			id, bes = e.local.id, make([]*beEntry, 0, len(n.LocalBackends))
+			for _, b := range n.LocalBackends {
+				bes = append(bes, t.bes[keyOf(b)])
+			}
+		}
+		var ok bool
+		if v, ok = maglevValue(bes); !ok {
+			id = 0
+		}
+	}
+	dm := &t.ops[opDeleteMaglev]
+	if e.mgID != 0 && e.mgID != id {
+		dm.mgIDs = append(dm.mgIDs, e.mgID)
+	}
+	if id != 0 {
+		// Deleted earlier in this update (the service upserted twice):
+		// not deleted after all.
+		if len(dm.mgIDs) > 0 {
+			dm.mgIDs = slices.DeleteFunc(dm.mgIDs, func(x uint32) bool { return x == id })
+		}
+		pm := &t.ops[opPutMaglev]
+		pm.mgIDs, pm.mgVals = append(pm.mgIDs, id), append(pm.mgVals, v)
+	}
+	e.mgID = id
 }
 
 // dropGroup deletes a slot table nothing names any more (after opDeleteServices).

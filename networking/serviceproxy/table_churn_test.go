@@ -14,14 +14,23 @@ import (
 func TestRandomChurn(t *testing.T) {
 	// Ten seeds keep make test short; each walks 300 random steps through sync, update,
 	// restart (adoption from the fake maps) and delete-all against a plain map model.
-	for seed := uint64(1); seed <= 10; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomChurn(t, seed) })
+	// With Maglev, restarts switch between the algorithms at random, so that
+	// adoption writes and removes the Maglev tables too.
+	for _, lb := range []ExternalLB{ExternalRandom, ExternalMaglev} {
+		for seed := uint64(1); seed <= 10; seed++ {
+			t.Run(fmt.Sprintf("%s/%d", lb, seed), func(t *testing.T) { randomChurn(t, seed, lb) })
+		}
 	}
 }
 
-func randomChurn(t *testing.T, seed uint64) {
+func randomChurn(t *testing.T, seed uint64, lb ExternalLB) {
 	r := rand.New(rand.NewPCG(seed, 7))
-	tab, f := newTestTable(t, Limits{})
+	f := newFakeDP(t)
+	f.lb = lb
+	tab, err := newTableLB(f, DefaultLimits, lb, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	model := map[ServiceKey]Service{}
 	keys := make([]ServiceKey, 12)
 	for i := range keys {
@@ -130,6 +139,37 @@ func randomChurn(t *testing.T, seed uint64) {
 		if tab.svcIDs.inUse() != n || tab.beIDs.inUse() != len(tab.bes) {
 			t.Fatalf("step %d: IDs in use %d/%d, want %d/%d", step, tab.svcIDs.inUse(), tab.beIDs.inUse(), n, len(tab.bes))
 		}
+		// Maglev tables: one per service whose frontends have backends,
+		// with the content its backends make, when on; none when off.
+		tables := 0
+		for _, e := range tab.svcs {
+			bes := e.bes
+			if e.local != nil {
+				bes = nil
+				for _, b := range e.svc.LocalBackends {
+					bes = append(bes, tab.bes[keyOf(b)])
+				}
+			}
+			want, ok := maglevValue(bes)
+			if !tab.maglev || len(e.fes) == 0 || !ok {
+				if e.mgID != 0 {
+					t.Fatalf("step %d: %s has maglev table %d, want none", step, e.svc.ServiceKey, e.mgID)
+				}
+				continue
+			}
+			tables++
+			if got, found := f.s.maglev[e.mgID]; !found || got != want {
+				t.Fatalf("step %d: %s: maglev table %d in the maps %v, not what its backends make", step, e.svc.ServiceKey, e.mgID, found)
+			}
+			for _, fe := range e.fes {
+				if v := f.s.frontends[toFeKey(fe.key)]; v.Flags&feFlagMaglev == 0 || v.Id != e.mgID {
+					t.Fatalf("step %d: frontend %s: flags %#x, table %d; want the maglev flag and table %d", step, fe.key, v.Flags, v.Id, e.mgID)
+				}
+			}
+		}
+		if tables != len(f.s.maglev) {
+			t.Fatalf("step %d: %d maglev tables expected, %d in the maps", step, tables, len(f.s.maglev))
+		}
 	}
 	for step := range 300 {
 		op := r.IntN(10)
@@ -196,8 +236,11 @@ func randomChurn(t *testing.T, seed uint64) {
 				delete(model, k)
 			}
 		case op < 9: // restart: adopt the maps
+			if lb == ExternalMaglev {
+				f.lb = []ExternalLB{ExternalRandom, ExternalMaglev}[r.IntN(2)]
+			}
 			var err error
-			tab, err = newTable(f, DefaultLimits, slog.New(slog.DiscardHandler))
+			tab, err = newTableLB(f, DefaultLimits, f.lb, slog.New(slog.DiscardHandler))
 			if err != nil {
 				t.Fatal(err)
 			}

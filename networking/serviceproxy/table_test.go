@@ -24,6 +24,7 @@ type fakeDP struct {
 	calls  int
 	failAt int // fail the call with this number (1-based); 0 never
 	kinds  []opKind
+	lb     ExternalLB // what services() adopts the maps with
 }
 
 func newFakeDP(t *testing.T) *fakeDP {
@@ -32,6 +33,7 @@ func newFakeDP(t *testing.T) *fakeDP {
 		slots:     map[sockSlotKey]uint32{},
 		backends:  map[uint32]sockBackend{},
 		frontends: map[tcSvcKey]tcFeVal{},
+		maglev:    map[uint32]tcMaglevVal{},
 	}}
 }
 
@@ -88,8 +90,35 @@ func (f *fakeDP) apply(o *op) error {
 			delete(f.s.services, k)
 			f.check(o.kind)
 		}
+	case opPutMaglev:
+		for i, k := range o.mgIDs {
+			for j, bid := range o.mgVals[i].Backends {
+				if _, ok := f.s.backends[bid]; !ok {
+					f.t.Errorf("%s: maglev table %d entry %d names missing backend %d", o.kind, k, j, bid)
+					break
+				}
+			}
+			f.s.maglev[k] = o.mgVals[i]
+			f.check(o.kind)
+		}
+	case opDeleteMaglev:
+		for _, k := range o.mgIDs {
+			_, ok := f.s.maglev[k]
+			del(ok, "maglev table", k)
+			delete(f.s.maglev, k)
+			f.check(o.kind)
+		}
 	case opDeleteBackends:
+		named := map[uint32]uint32{} // backend → a maglev table naming it
+		for id, v := range f.s.maglev {
+			for _, bid := range v.Backends {
+				named[bid] = id
+			}
+		}
 		for _, k := range o.beIDs {
+			if id, ok := named[k]; ok {
+				f.t.Errorf("%s: deleting backend %d, which maglev table %d names", o.kind, k, id)
+			}
 			_, ok := f.s.backends[k]
 			del(ok, "backend", k)
 			delete(f.s.backends, k)
@@ -122,6 +151,9 @@ func (f *fakeDP) check(during opKind) {
 	}
 	for k, v := range f.s.frontends {
 		table("frontend "+fromSvcKey(sockSvcKey(k)).String(), v.Id, v.Count, v.Slots)
+		if _, ok := f.s.maglev[v.Id]; v.Flags&feFlagMaglev != 0 && !ok {
+			f.t.Errorf("during %s: frontend %s has the maglev flag but table %d has no maglev table", during, fromSvcKey(sockSvcKey(k)), v.Id)
+		}
 	}
 }
 
@@ -135,13 +167,14 @@ func (f *fakeDP) slot(id, i uint32, inline [inlineSlots]uint32) uint32 {
 
 func (f *fakeDP) snapshot() (*snapshot, error) {
 	return &snapshot{services: maps.Clone(f.s.services), slots: maps.Clone(f.s.slots), backends: maps.Clone(f.s.backends),
-		frontends: maps.Clone(f.s.frontends)}, nil
+		frontends: maps.Clone(f.s.frontends), maglev: maps.Clone(f.s.maglev)}, nil
 }
 
 // datapathServices reads the services back out of the simulated maps.
 func (f *fakeDP) services(t *testing.T) []Service {
 	t.Helper()
-	tab, err := newTable(&fakeDP{t: t, s: f.s}, DefaultLimits, slog.New(slog.DiscardHandler))
+	// Adopting a consistent state writes nothing: the copy fails on a write.
+	tab, err := newTableLB(&fakeDP{t: t, s: f.s, failAt: 1}, DefaultLimits, f.lb, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("adopt: %v", err)
 	}

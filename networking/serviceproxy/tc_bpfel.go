@@ -87,6 +87,11 @@ type tcLinkCfg struct {
 	Snat6 [4]uint32
 }
 
+type tcMaglevVal struct {
+	_        structs.HostLayout
+	Backends [1009]uint32
+}
+
 type tcNodeAddr struct {
 	_    structs.HostLayout
 	Addr [4]uint32
@@ -121,6 +126,7 @@ const (
 	tcMapKilnCt6        = "kiln_ct6"
 	tcMapKilnFrontends  = "kiln_frontends"
 	tcMapKilnLinks      = "kiln_links"
+	tcMapKilnMaglev     = "kiln_maglev"
 	tcMapKilnNodeAddrs  = "kiln_node_addrs"
 	tcMapKilnSlots      = "kiln_slots"
 	tcMapKilnTcAffinity = "kiln_tc_affinity"
@@ -183,6 +189,7 @@ type tcMapSpecs struct {
 	KilnCt6        *ebpf.MapSpec `ebpf:"kiln_ct6"`
 	KilnFrontends  *ebpf.MapSpec `ebpf:"kiln_frontends"`
 	KilnLinks      *ebpf.MapSpec `ebpf:"kiln_links"`
+	KilnMaglev     *ebpf.MapSpec `ebpf:"kiln_maglev"`
 	KilnNodeAddrs  *ebpf.MapSpec `ebpf:"kiln_node_addrs"`
 	KilnSlots      *ebpf.MapSpec `ebpf:"kiln_slots"`
 	KilnTcAffinity *ebpf.MapSpec `ebpf:"kiln_tc_affinity"`
@@ -219,6 +226,7 @@ type tcMaps struct {
 	KilnCt6        *ebpf.Map `ebpf:"kiln_ct6"`
 	KilnFrontends  *ebpf.Map `ebpf:"kiln_frontends"`
 	KilnLinks      *ebpf.Map `ebpf:"kiln_links"`
+	KilnMaglev     *ebpf.Map `ebpf:"kiln_maglev"`
 	KilnNodeAddrs  *ebpf.Map `ebpf:"kiln_node_addrs"`
 	KilnSlots      *ebpf.Map `ebpf:"kiln_slots"`
 	KilnTcAffinity *ebpf.Map `ebpf:"kiln_tc_affinity"`
@@ -231,6 +239,7 @@ func (m *tcMaps) Close() error {
 		m.KilnCt6,
 		m.KilnFrontends,
 		m.KilnLinks,
+		m.KilnMaglev,
 		m.KilnNodeAddrs,
 		m.KilnSlots,
 		m.KilnTcAffinity,

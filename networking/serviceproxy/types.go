@@ -142,6 +142,7 @@ const (
 	feFlagNodePort = 1 << 2 // FE_F_NODEPORT
 	feFlagExternal = 1 << 3 // FE_F_EXTERNAL_IP
 	feFlagLB       = 1 << 4 // FE_F_LB_IP
+	feFlagMaglev   = 1 << 5 // FE_F_MAGLEV
 	beFlagLocal    = 1 << 0 // BE_F_LOCAL
 )
 

@@ -53,6 +53,14 @@
 // terminating endpoints while other nodes have ready ones, the frontends have none
 // (kube-proxy would use the local terminating ones).
 //
+// How a new flow to a frontend picks its backend (random, or Maglev consistent
+// hashing: serviceproxy.Config.ExternalLB) is the datapath's, chosen where it is
+// opened (kiln-proxy --external-lb); the agent needs no setting for it. Maglev keeps
+// a flow on one backend across nodes only as far as the nodes program the same
+// backends, which the translation above does for every node alike except under
+// externalTrafficPolicy Local (each node its own endpoints, by design) and
+// internalTrafficPolicy Local (see Limits).
+//
 // Topology hints (endpoint.hints.forZones/forNodes, trafficDistribution) are
 // ignored: every node balances over all of a Service's endpoints. Honouring them
 // needs the node's zone label and kube-proxy's safety fallbacks; the datapath

@@ -122,13 +122,42 @@ struct table_ref {
 };
 
 /*
+ * A Maglev lookup table (tc.c's kiln_maglev): MAGLEV_M entries, each a backend
+ * id, that a flow's hash indexes. M is prime (the permutations of the
+ * population need it); 1009 is the largest prime whose table, with the hash
+ * map element's header and key, fits a 4 KiB allocation (maglev.go, which
+ * builds it, says more).
+ */
+#define MAGLEV_M 1009
+
+/* An affinity entry's slot with this bit is an index into the Maglev table,
+ * not a slot of the slot table. */
+#define AFF_SLOT_MAGLEV (1U << 31)
+
+/*
  * pick returns a backend of table t and its id through backend_id, or NULL
  * when there is none: a random slot's, or with ClientIP affinity the one that
  * the client (akey in aff_map) had, while it is younger than the timeout and
  * its slot still names it. Affinity entries are keyed by client and table id.
  */
+static __always_inline struct backend *pick_mg(const struct table_ref *t, void *aff_map,
+					       const void *akey, __u32 *backend_id,
+					       const __u32 *mg, __u32 mg_idx);
+
 static __always_inline struct backend *pick(const struct table_ref *t, void *aff_map,
 					    const void *akey, __u32 *backend_id)
+{
+	return pick_mg(t, aff_map, akey, backend_id, NULL, 0);
+}
+
+/*
+ * pick_mg is pick with a Maglev table: when mg is not NULL (MAGLEV_M backend
+ * ids), a client without an affinity hit gets the backend of entry mg_idx
+ * (mg_idx < MAGLEV_M), the random slot only when that names no backend.
+ */
+static __always_inline struct backend *pick_mg(const struct table_ref *t, void *aff_map,
+					       const void *akey, __u32 *backend_id,
+					       const __u32 *mg, __u32 mg_idx)
 {
 	struct affinity_val *aff;
 	struct backend *be;
@@ -145,9 +174,18 @@ static __always_inline struct backend *pick(const struct table_ref *t, void *aff
 			__u32 aslot = aff->slot, abid = aff->backend_id;
 			__u64 last = aff->last_ns;
 
-			if (aslot < t->count &&
-			    now - last <= (__u64)t->affinity_timeout * NSEC_PER_SEC &&
-			    abid && slot_backend(t->id, t->inl, aslot) == abid) {
+			__u64 timeout = (__u64)t->affinity_timeout * NSEC_PER_SEC;
+			__u32 mi = aslot & ~AFF_SLOT_MAGLEV;
+			int named;
+
+			/* Without mg (the socket programs) this is the slot check
+			 * alone: a slot with AFF_SLOT_MAGLEV is past any count. */
+			if (mg && (aslot & AFF_SLOT_MAGLEV))
+				named = mi < MAGLEV_M && now - last <= timeout && abid && mg[mi] == abid;
+			else
+				named = aslot < t->count && now - last <= timeout && abid &&
+					slot_backend(t->id, t->inl, aslot) == abid;
+			if (named) {
 				be = backend_of(abid);
 				if (be) {
 					aff->last_ns = now;
@@ -157,12 +195,21 @@ static __always_inline struct backend *pick(const struct table_ref *t, void *aff
 			}
 		}
 	}
+	if (mg && mg_idx < MAGLEV_M) {
+		bid = mg[mg_idx];
+		be = backend_of(bid);
+		if (be) {
+			slot = AFF_SLOT_MAGLEV | mg_idx;
+			goto found;
+		}
+	}
 	if (t->count > 1)
 		slot = bpf_get_prandom_u32() % t->count;
 	bid = slot_backend(t->id, t->inl, slot);
 	be = backend_of(bid);
 	if (!be)
 		return NULL;
+found:
 	*backend_id = bid;
 	if (t->flags & SVC_F_AFFINITY) {
 		struct affinity_val nv = { .backend_id = bid, .slot = slot, .last_ns = now };

@@ -6,7 +6,8 @@
  * Ingress: a packet to a frontend (an externalIP or LoadBalancer IP and the
  * Service port, or any node address and a NodePort) gets a backend from the
  * frontend's slot table (random, or the client's previous one with ClientIP
- * affinity), its destination rewritten to it (DNAT) and, when the backend does
+ * affinity; with FE_F_MAGLEV, the entry of the frontend's Maglev table that
+ * the flow's hash names, the same on every node), its destination rewritten to it (DNAT) and, when the backend does
  * not run on this node and the traffic policy is Cluster, its source rewritten
  * to the node address of the link it came in on (SNAT: the link's first IPv4
  * address, or its first global IPv6 address), so that the reply comes back
@@ -84,6 +85,7 @@
 #define FE_F_NODEPORT (1U << 2)      /* the key is (any node address, NodePort) */
 #define FE_F_EXTERNAL_IP (1U << 3)   /* an externalIP */
 #define FE_F_LB_IP (1U << 4)         /* a LoadBalancer ingress IP */
+#define FE_F_MAGLEV (1U << 5)        /* new flows index kiln_maglev[id] by their hash */
 
 #define CT_F_SNAT (1U << 0)   /* the flow is SNATed: route it here */
 #define CT_F_FIN (1U << 1)    /* a FIN went this entry's way */
@@ -183,6 +185,13 @@ struct tc_affinity_key {
 	__u32 id;        /* slot table id */
 };
 
+/* A Maglev lookup table of slot table id (see MAGLEV_M in common.h): every node
+ * builds the same one from the same backends, so that a flow's hash names the
+ * same backend on each. */
+struct maglev_val {
+	__u32 backends[MAGLEV_M]; /* backend ids */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_FRONTENDS);
@@ -231,6 +240,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kiln_tc_affinity SEC(".maps");
 
+/* Maglev tables by slot table id, for the frontends with FE_F_MAGLEV: only
+ * those have one, so the map is not preallocated. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct maglev_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kiln_maglev SEC(".maps");
+
 /* l4_csum_off is where the TCP or UDP checksum of a packet whose L4 header
  * starts at l4off is. */
 static __always_inline __u32 l4_csum_off(__u32 l4off, __u8 proto)
@@ -257,11 +277,76 @@ static __always_inline int rewrite_ports(struct __sk_buff *skb, __u32 l4off, __u
 	return 0;
 }
 
-/* pick_fe picks a backend of fe for client (see pick in common.h), with the
- * client's address (16 bytes, IPv4 mapped) as the affinity key. */
-static __always_inline struct backend *pick_fe(const struct fe_val *fe, const __u32 *client,
-					       __u32 *backend_id)
+/*
+ * The flow hash Maglev tables are indexed by: the Jenkins hash (jhash2, as
+ * the kernel's) of ten words, the client's address, the frontend's address
+ * (16 bytes each, IPv4 mapped; a NodePort's is its key's unspecified address,
+ * so that nodes with different addresses agree), both ports (network order,
+ * the client's in the low half) and the protocol, with a fixed seed: every
+ * node computes the same hash for a flow, which skb->hash (seeded per boot)
+ * does not. maglev_test.go has its Go twin.
+ */
+#define JHASH_INITVAL 0xdeadbeef
+#define FLOW_HASH_SEED 0x6b696c6e /* "kiln" */
+
+static __always_inline __u32 rol32(__u32 w, unsigned int s)
 {
+	return (w << s) | (w >> (32 - s));
+}
+
+#define jhash_mix(a, b, c)                                                                          \
+	do {                                                                                        \
+		a -= c; a ^= rol32(c, 4); c += b;                                                   \
+		b -= a; b ^= rol32(a, 6); a += c;                                                   \
+		c -= b; c ^= rol32(b, 8); b += a;                                                   \
+		a -= c; a ^= rol32(c, 16); c += b;                                                  \
+		b -= a; b ^= rol32(a, 19); a += c;                                                  \
+		c -= b; c ^= rol32(b, 4); b += a;                                                   \
+	} while (0)
+
+#define jhash_final(a, b, c)                                                                        \
+	do {                                                                                        \
+		c ^= b; c -= rol32(b, 14);                                                          \
+		a ^= c; a -= rol32(c, 11);                                                          \
+		b ^= a; b -= rol32(a, 25);                                                          \
+		c ^= b; c -= rol32(b, 16);                                                          \
+		a ^= c; a -= rol32(c, 4);                                                           \
+		b ^= a; b -= rol32(a, 14);                                                          \
+		c ^= b; c -= rol32(b, 24);                                                          \
+	} while (0)
+
+static __always_inline __u32 flow_hash(const __u32 *client, const __u32 *fe_addr, __u16 sport,
+				       __u16 dport, __u8 proto)
+{
+	__u32 a, b, c;
+
+	a = b = c = JHASH_INITVAL + (10 << 2) + FLOW_HASH_SEED;
+	a += client[0];
+	b += client[1];
+	c += client[2];
+	jhash_mix(a, b, c);
+	a += client[3];
+	b += fe_addr[0];
+	c += fe_addr[1];
+	jhash_mix(a, b, c);
+	a += fe_addr[2];
+	b += fe_addr[3];
+	c += (__u32)sport | (__u32)dport << 16;
+	jhash_mix(a, b, c);
+	a += proto;
+	jhash_final(a, b, c);
+	return c;
+}
+
+/* pick_fe picks a backend of fe for client (see pick in common.h), with the
+ * client's address (16 bytes, IPv4 mapped) as the affinity key. A frontend
+ * with FE_F_MAGLEV takes entry hash % MAGLEV_M of its Maglev table (hash is
+ * the flow's flow_hash), or a random slot while that table is missing. */
+static __always_inline struct backend *pick_fe(const struct fe_val *fe, const __u32 *client,
+					       __u32 hash, __u32 *backend_id)
+{
+	struct maglev_val *mg = NULL;
+	__u32 id = fe->id, idx = 0;
 	struct tc_affinity_key akey = {
 		.client = { client[0], client[1], client[2], client[3] },
 		.id = fe->id,
@@ -274,7 +359,15 @@ static __always_inline struct backend *pick_fe(const struct fe_val *fe, const __
 		.inl = fe->slots,
 	};
 
-	return pick(&t, &kiln_tc_affinity, &akey, backend_id);
+	if (fe->flags & FE_F_MAGLEV) {
+		mg = bpf_map_lookup_elem(&kiln_maglev, &id);
+		idx = hash % MAGLEV_M;
+		/* Hide the range from the compiler, so that the bound check in
+		 * pick_mg stays for the verifier, which does not track it
+		 * through a modulo on every kernel. */
+		asm volatile("" : "+r"(idx));
+	}
+	return pick_mg(&t, &kiln_tc_affinity, &akey, backend_id, mg ? mg->backends : NULL, idx);
 }
 
 /* new_syn reports whether a packet with these TCP flags opens a connection. */
@@ -715,6 +808,7 @@ static __noinline int ingress4(struct __sk_buff *skb)
 	__u32 ifindex = skb->ingress_ifindex;
 	__u32 bid = 0, snat = 0;
 	__u32 client[4] = {};
+	__u32 hash = 0;
 	__u16 nport, closed_port = 0;
 	int i;
 
@@ -759,7 +853,12 @@ static __noinline int ingress4(struct __sk_buff *skb)
 		return TCX_NEXT;
 	client[2] = bpf_htonl(0x0000ffff);
 	client[3] = p.saddr;
-	be = pick_fe(fe, client, &bid);
+	if (fe->flags & FE_F_MAGLEV) {
+		__u32 fa[4] = { 0, 0, bpf_htonl(0x0000ffff), (fe->flags & FE_F_NODEPORT) ? 0 : p.daddr };
+
+		hash = flow_hash(client, fa, p.sport, p.dport, p.proto);
+	}
+	be = pick_fe(fe, client, hash, &bid);
 	if (!be || !is_v4mapped(be->addr))
 		return TCX_DROP;
 	if (!(fe->flags & FE_F_LOCAL) && !(be->flags & BE_F_LOCAL)) {
@@ -1153,7 +1252,7 @@ static __noinline int ingress6(struct __sk_buff *skb)
 	struct ct6_val *ct;
 	struct pkt6 p;
 	__u32 ifindex = skb->ingress_ifindex;
-	__u32 bid = 0, snat = 0;
+	__u32 bid = 0, snat = 0, hash = 0;
 	__u16 nport, closed_port = 0;
 	int i;
 
@@ -1188,7 +1287,14 @@ static __noinline int ingress6(struct __sk_buff *skb)
 	link = bpf_map_lookup_elem(&kiln_links, &ifindex);
 	if (!link)
 		return TCX_NEXT;
-	be = pick_fe(fe, p.saddr, &bid);
+	if (fe->flags & FE_F_MAGLEV) {
+		__u32 fa[4] = {};
+
+		if (!(fe->flags & FE_F_NODEPORT))
+			addr6_copy(fa, p.daddr);
+		hash = flow_hash(p.saddr, fa, p.sport, p.dport, p.proto);
+	}
+	be = pick_fe(fe, p.saddr, hash, &bid);
 	if (!be || is_v4mapped(be->addr))
 		return TCX_DROP;
 	if (!(fe->flags & FE_F_LOCAL) && !(be->flags & BE_F_LOCAL)) {

@@ -6,7 +6,9 @@
 // traffic keeps flowing while it restarts. NodePorts, externalIPs and LoadBalancer
 // IPs are served on the links named by --external-links; the health-check node
 // ports of externalTrafficPolicy Local Services are answered on
-// --health-check-address (all addresses by default). machined runs the same agent as a
+// --health-check-address (all addresses by default). --external-lb=maglev makes a new
+// flow to those frontends pick its backend by consistent hashing (the same on every
+// node that uses it) instead of at random. machined runs the same agent as a
 // service on every node; this binary is for tests and for running it by hand.
 package main
 
@@ -58,6 +60,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "this node's name, for internalTrafficPolicy Local")
 	minInterval := fs.Duration("min-sync-interval", agent.DefaultMinInterval, "least time between two datapath updates")
 	externalLinks := fs.String("external-links", "", "comma-separated links on which NodePorts, externalIPs and LoadBalancer IPs are served (the node's uplinks, and a VXLAN device between nodes); empty: none")
+	externalLB := fs.String("external-lb", serviceproxy.ExternalRandom.String(), "how a new flow to a NodePort, externalIP or LoadBalancer IP picks its backend: random, or maglev (consistent hashing: every node picks the same backend for a flow, for ECMP load balancers; all nodes must use it)")
 	healthAddr := fs.String("health-check-address", "", "address the health-check node ports of externalTrafficPolicy Local Services listen on; empty: all addresses, as kube-proxy")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -75,6 +78,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	links, err := parseLinks(*externalLinks)
 	if err != nil {
 		return fmt.Errorf("--external-links: %w", err)
+	}
+	lb, err := serviceproxy.ParseExternalLB(*externalLB)
+	if err != nil {
+		return fmt.Errorf("--external-lb: %w", err)
 	}
 	var healthListen netip.Addr
 	if *healthAddr != "" {
@@ -97,7 +104,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: *cgroup, PinDir: *pinDir, Logger: logger, ExternalLinks: links})
+	p, err := serviceproxy.Open(serviceproxy.Config{Cgroup: *cgroup, PinDir: *pinDir, Logger: logger, ExternalLinks: links, ExternalLB: lb})
 	if err != nil {
 		return fmt.Errorf("open the datapath: %w", err)
 	}

@@ -28,6 +28,7 @@ func TestRunRejectsBadInvocations(t *testing.T) {
 		{"missing kubeconfig", []string{"--kubeconfig", missing}, "kubeconfig " + missing},
 		{"bad health-check address", []string{"--health-check-address=10.0.0"}, "--health-check-address"},
 		{"empty external link", []string{"--external-links=eth0,,eth1"}, "--external-links"},
+		{"unknown external algorithm", []string{"--external-lb=roundrobin"}, "--external-lb"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
