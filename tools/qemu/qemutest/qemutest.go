@@ -172,9 +172,17 @@ func Start(tb testing.TB, cfg qemu.Config) *qemu.VM {
 				tb.Logf("save serial log: %v", err)
 			} else {
 				tb.Logf("serial log kept at %s (use go test -artifacts to keep it after the run)", dst)
+				// CI keeps no artifacts: the end of the log goes into the
+				// test's output too.
+				if b, err := os.ReadFile(dst); err == nil {
+					tb.Logf("serial log, last %d bytes:\n%s", min(len(b), logTail), b[max(0, len(b)-logTail):])
+				}
 			}
 		}
 		vm.Close()
 	})
 	return vm
 }
+
+// logTail is how much of a failed VM's serial log goes into the test's output.
+const logTail = 16 << 10

@@ -182,6 +182,11 @@ func loUp() error {
 }
 
 func powerOff() {
+	// Wait until the console has sent what was written to it (tcdrain): the
+	// kernel's own messages reach the UART at once, a process's wait in the
+	// tty's buffer, and a loaded TCG host once showed only the kernel's
+	// "reboot: Power down" of a guest whose every line was lost.
+	_ = unix.IoctlSetInt(int(os.Stdout.Fd()), unix.TCSBRK, 1)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		fmt.Fprintf(os.Stdout, "vminit: power off: %v\n", err)
