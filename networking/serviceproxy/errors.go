@@ -51,23 +51,40 @@ func refused(k ServiceKey, r Refusal, err error) *ServiceError {
 // write, concern no one Service and are not among them.
 func ServiceErrors(err error) []*ServiceError {
 	var out []*ServiceError
-	var walk func(error)
-	walk = func(err error) {
-		if se, ok := err.(*ServiceError); ok {
-			out = append(out, se)
+	walkErrors(err, func(se *ServiceError) { out = append(out, se) }, func(error) {})
+	return out
+}
+
+// RefusalsOnly reports whether err holds nothing but refusals of single Services:
+// no failed map write or other error that concerns no one Service.
+func RefusalsOnly(err error) bool {
+	only := err != nil
+	walkErrors(err, func(*ServiceError) {}, func(error) { only = false })
+	return only
+}
+
+// walkErrors calls refusal for every ServiceError in err's tree and other for
+// every leaf of the tree that is not inside one.
+func walkErrors(err error, refusal func(*ServiceError), other func(error)) {
+	if err == nil {
+		return
+	}
+	if se, ok := err.(*ServiceError); ok {
+		refusal(se)
+		return
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			walkErrors(e, refusal, other)
+		}
+	case interface{ Unwrap() error }:
+		if inner := u.Unwrap(); inner != nil {
+			walkErrors(inner, refusal, other)
 			return
 		}
-		switch u := err.(type) {
-		case interface{ Unwrap() []error }:
-			for _, e := range u.Unwrap() {
-				walk(e)
-			}
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		}
+		other(err)
+	default:
+		other(err)
 	}
-	if err != nil {
-		walk(err)
-	}
-	return out
 }

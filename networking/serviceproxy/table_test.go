@@ -375,6 +375,9 @@ func TestBadServicesKeepLastGoodState(t *testing.T) {
 			if diff := cmp.Diff([]ServiceKey{unmappedKey(tt.bad.ServiceKey)}, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("refused services (-want +got):\n%s", diff)
 			}
+			if !RefusalsOnly(err) {
+				t.Errorf("RefusalsOnly(%v) = false, want true: nothing but the refusal went wrong", err)
+			}
 			var want []Service
 			if unmappedKey(tt.bad.ServiceKey) == good.ServiceKey {
 				want = []Service{good, changed}
@@ -413,6 +416,9 @@ func TestFailedWriteRereadsMaps(t *testing.T) {
 			err := tab.sync([]Service{svc("10.96.0.1:80", TCP, "10.0.0.2:80", "10.0.0.4:80", "10.0.0.5:80")})
 			if !errors.Is(err, errInjected) {
 				t.Fatalf("sync = %v, want the injected error", err)
+			}
+			if RefusalsOnly(err) {
+				t.Errorf("RefusalsOnly(%v) = true, want false: a map write failed", err)
 			}
 			if diff := cmp.Diff(f.services(t), tab.services(), cmpServices); diff != "" {
 				t.Errorf("mirror differs from maps after a failed write (-maps +mirror):\n%s", diff)

@@ -265,7 +265,7 @@ func (s *state) afterError(op string, err error, ups []serviceproxy.Service, del
 	for _, se := range serviceproxy.ServiceErrors(err) {
 		refusals[se.Key] = se
 	}
-	if len(refusals) == 0 || countOther(err) {
+	if !serviceproxy.RefusalsOnly(err) {
 		s.log.Error("the datapath refused some services; they keep their last good state", "op", op, "error", err)
 	}
 	clear(s.programmed)
@@ -300,22 +300,6 @@ func (s *state) afterError(op string, err error, ups []serviceproxy.Service, del
 		// The error named no service we can find: count it once.
 		s.a.m.errors.WithLabelValues(ReasonDatapath).Inc()
 	}
-}
-
-// countOther reports whether err holds more than refusals of single Services
-// (a failed map write): that one is logged whole.
-func countOther(err error) bool {
-	j, ok := err.(interface{ Unwrap() []error })
-	if !ok {
-		_, single := err.(*serviceproxy.ServiceError)
-		return !single
-	}
-	for _, e := range j.Unwrap() {
-		if _, single := e.(*serviceproxy.ServiceError); !single {
-			return true
-		}
-	}
-	return false
 }
 
 // recomputeAll recomputes the named Services, and those waiting for a key one of
