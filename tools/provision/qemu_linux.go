@@ -80,7 +80,7 @@ func startQEMU(ctx context.Context, s vmSpec, log *slog.Logger) (pid, port int, 
 func qemuArgs(s vmSpec, code, vars, overlay, pidFile string, port int) []string {
 	a := []string{
 		"-name", "kiln-" + filepath.Base(s.dir),
-		"-serial", "file:" + strings.ReplaceAll(filepath.Join(s.dir, SerialLogFile), ",", ",,"),
+		"-serial", "file:" + qemu.EscapeOptionValue(filepath.Join(s.dir, SerialLogFile)),
 		"-daemonize",
 		"-pidfile", pidFile,
 	}

@@ -23,7 +23,7 @@ func args(c *Config, f files) []string {
 // user network with c's forwards, and an entropy device. Paths are escaped for
 // QEMU's option syntax. tools/provision starts daemonised nodes with it.
 func MachineArgs(c *Config, overlay, vars string) []string {
-	esc := func(p string) string { return strings.ReplaceAll(p, ",", ",,") }
+	esc := EscapeOptionValue
 	a := []string{
 		"-accel", string(c.Accel),
 		"-m", fmt.Sprint(c.MemoryMiB),
@@ -79,6 +79,10 @@ func MachineArgs(c *Config, overlay, vars string) []string {
 	// Entropy for the guest's crypto/rand early in boot (TLS keys in maintenance mode).
 	return append(a, "-device", "virtio-rng-pci")
 }
+
+// EscapeOptionValue escapes v (a path) for a QEMU option value such as file=v: a
+// comma would end the value.
+func EscapeOptionValue(v string) string { return strings.ReplaceAll(v, ",", ",,") }
 
 // kernelCmdline prepends the serial console argument unless the caller chose one.
 func kernelCmdline(a Arch, s string) string {
