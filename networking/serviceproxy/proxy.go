@@ -113,7 +113,13 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		return nil, err
 	}
 
-	if err := p.checkLayout(); err != nil {
+	// The TC object is parsed once: checkLayout compares pinned maps with its
+	// specs before loadTC loads it.
+	tcSpec, err := loadTc()
+	if err != nil {
+		return nil, fmt.Errorf("load TC BPF object: %w", err)
+	}
+	if err := p.checkLayout(tcSpec); err != nil {
 		return nil, err
 	}
 	spec, err := loadSock()
@@ -138,7 +144,7 @@ func Open(cfg Config) (_ *Proxy, err error) {
 		return nil, fmt.Errorf("load BPF programs and maps: %w", err)
 	}
 
-	if err := p.loadTC(); err != nil {
+	if err := p.loadTC(tcSpec); err != nil {
 		return nil, err
 	}
 
@@ -167,12 +173,9 @@ func Open(cfg Config) (_ *Proxy, err error) {
 	return p, nil
 }
 
-// loadTC loads the TCX programs over the socket programs' slot and backend maps.
-func (p *Proxy) loadTC() error {
-	spec, err := loadTc()
-	if err != nil {
-		return fmt.Errorf("load TC BPF object: %w", err)
-	}
+// loadTC loads the TCX programs of spec (loadTc's) over the socket programs' slot
+// and backend maps.
+func (p *Proxy) loadTC(spec *ebpf.CollectionSpec) error {
 	l := p.cfg.Limits
 	for name, n := range map[string]uint32{
 		tcMapKilnSlots:      l.Slots,
@@ -185,7 +188,7 @@ func (p *Proxy) loadTC() error {
 	} {
 		spec.Maps[name].MaxEntries = n
 	}
-	err = spec.LoadAndAssign(&p.tcObjs, &ebpf.CollectionOptions{
+	err := spec.LoadAndAssign(&p.tcObjs, &ebpf.CollectionOptions{
 		Maps: ebpf.MapOptions{PinPath: p.cfg.PinDir},
 		MapReplacements: map[string]*ebpf.Map{
 			tcMapKilnSlots:    p.objs.KilnSlots,
@@ -371,8 +374,8 @@ var layoutMaps = []string{sockMapKilnServices, sockMapKilnSlots, sockMapKilnBack
 // whose layout changed (replaceChangedStateMaps). Their programs keep them
 // until the links are updated; the services are programmed again by the next
 // Sync.
-func (p *Proxy) checkLayout() error {
-	if err := p.replaceChangedStateMaps(); err != nil {
+func (p *Proxy) checkLayout(tcSpec *ebpf.CollectionSpec) error {
+	if err := p.replaceChangedStateMaps(tcSpec); err != nil {
 		return err
 	}
 	version, err := p.pinnedLayout()

@@ -261,15 +261,11 @@ func deleteOthers[K comparable, V any](m *ebpf.Map, want map[K]V) error {
 var replacedStateMaps = []string{tcMapKilnLinks, tcMapKilnNodeAddrs, tcMapKilnCt, tcMapKilnCt6, tcMapKilnTcAffinity}
 
 // replaceChangedStateMaps removes the pins of replacedStateMaps whose layout
-// differs from the TC object's. A conntrack map that changes loses its flows;
+// differs from the TC object's (spec, loadTc's). A conntrack map that changes loses its flows;
 // kiln_ct keeps its IPv4 layout for that reason, and IPv6 flows have their own
 // map (kiln_ct6). A different size (Limits) is not replaced: loading fails as
 // for the other maps.
-func (p *Proxy) replaceChangedStateMaps() error {
-	spec, err := loadTc()
-	if err != nil {
-		return fmt.Errorf("load TC BPF object: %w", err)
-	}
+func (p *Proxy) replaceChangedStateMaps(spec *ebpf.CollectionSpec) error {
 	for _, name := range replacedStateMaps {
 		want := spec.Maps[name]
 		pin := filepath.Join(p.cfg.PinDir, name)
