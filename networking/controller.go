@@ -1,6 +1,7 @@
 package networking
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -145,6 +146,12 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		return errors.New("networking: controller closed")
 	}
 	var errs []error
+	// The first Apply of an automatic Spec (maintenance mode) starts DHCP before the
+	// rest: there is nothing to stop or reconcile first, and the node's address is what
+	// its user waits for.
+	if len(c.runs) == 0 && spec.Auto() {
+		c.runs[runKey{link: autoKey}] = c.startV4(autoKey, cmp.Or(spec.Hostname, c.fallbackHostname))
+	}
 	if err := c.promoteSecondaries(); err != nil {
 		errs = append(errs, err)
 	}

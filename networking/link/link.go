@@ -130,6 +130,9 @@ func WaitCarrier(ctx context.Context) (Link, error) {
 		if err != nil {
 			return Link{}, err
 		}
+		// A link reports its carrier as soon as it is up (IFF_LOWER_UP): after
+		// bringing links up, look again at once instead of after a poll.
+		again := false
 		for _, l := range ls {
 			if !l.Physical() {
 				continue
@@ -142,7 +145,11 @@ func WaitCarrier(ctx context.Context) (Link, error) {
 				if err := SetUp(l.Name); err != nil {
 					return Link{}, err
 				}
+				again = true
 			}
+		}
+		if again {
+			continue
 		}
 		select {
 		case <-ctx.Done():
