@@ -7,7 +7,8 @@ ARCH ?= $(shell $(GO) env GOARCH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/kiln-os/kiln/machined/version.Tag=$(VERSION) -X github.com/kiln-os/kiln/machined/version.SHA=$(SHA)
-GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+# grpcnotrace: see images/build.NodeBuildTags.
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)'
 
 .DEFAULT_GOAL := help
 

@@ -22,6 +22,12 @@ var (
 // versionVar is the variable a node binary reports as its version (machined/version.Tag).
 const versionVar = "github.com/kiln-os/kiln/machined/version.Tag"
 
+// NodeBuildTags are the build tags of the node's binaries. grpcnotrace leaves gRPC's
+// request tracing (golang.org/x/net/trace, html/template) out of machined: nothing
+// serves its pages, and under emulation package initialisation is most of machined's
+// start (3.6 MB smaller, 5 fewer package inits).
+const NodeBuildTags = "grpcnotrace"
+
 // GoBuild builds the main package pkg for a Linux node of arch into out, statically and
 // reproducibly (CGO_ENABLED=0, -trimpath, no build ID).
 func GoBuild(ctx context.Context, dir, pkg string, arch boards.Arch, out string) error {
@@ -38,7 +44,7 @@ func GoBuildVersion(ctx context.Context, dir, pkg string, arch boards.Arch, out,
 		}
 		ldflags += " -X " + versionVar + "=" + version
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", ldflags, "-o", out, pkg)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags="+NodeBuildTags, ldflags, "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+string(arch))
 	if b, err := cmd.CombinedOutput(); err != nil {
