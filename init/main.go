@@ -3,10 +3,11 @@
 // squashfs read-only through a loop device, switches into the root, and then
 // supervises machined (restart with backoff, orphan reaping) until machined or the
 // kernel asks for a reboot or power-off, which it carries out in order. Right after
-// the switch it starts machined and a child of itself that loads, while machined
-// starts, the filesystems, the network and other device drivers (by coldplug) and the
-// late modules, marking each step for machined (package handoff); then it
-// re-executes itself as the supervisor, which adopts machined.
+// the switch it starts machined and, while machined starts, loads STATE's FAT
+// filesystem, the network drivers and the other device drivers (by coldplug), marking
+// each step for machined (package handoff); then it starts a child of itself for the
+// remaining filesystems and the late modules, and re-executes itself as the
+// supervisor, which adopts machined.
 //
 // Nothing else runs: there is no shell. Settings come from the kernel command line
 // (see internal/cmdline); logs go to /dev/kmsg.
@@ -67,7 +68,7 @@ const driversArg0 = "kiln-init:drivers"
 
 func run(_ []string) error {
 	if os.Args[0] == driversArg0 && os.Getppid() == 1 {
-		return loadDrivers()
+		return loadRemaining()
 	}
 	if os.Getpid() != 1 {
 		return fmt.Errorf("init must run as PID 1 (it is %d)", os.Getpid())
@@ -109,16 +110,22 @@ func run(_ []string) error {
 
 	// Only what mounting the root needs loads before the switch (loop and squashfs,
 	// unless built in): machined's start is the longest step of a boot under emulation,
-	// so it begins as early as it can. Everything else loads after the switch, in a
-	// child of init beside machined's start (loadDrivers), which marks in init/handoff
-	// what machined waits for: the filesystems before its mounts, the network drivers
-	// before its links.
+	// so it begins as early as it can. The drivers machined needs to reach its
+	// configuration and the network load right after it starts (loadDrivers); the
+	// devices they are for are found now, beside the root mount.
 	start := time.Now()
+	var set *modules.Set
+	var devices <-chan []string
 	if params.Modules {
-		if set, err := moduleSet("/", release, log); err != nil {
+		devices = scanDevices(log)
+		var err error
+		if set, err = moduleSet("/", release, log); err != nil {
 			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
-		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
-			log.Error("modules for the root filesystem", "err", err)
+			set = nil
+		} else {
+			if err := set.LoadProviders(rootNeeds()...); err != nil {
+				log.Error("modules for the root filesystem", "err", err)
+			}
 		}
 	}
 
@@ -131,17 +138,13 @@ func run(_ []string) error {
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
 	}
-	if err := boot.WritableCopy("/etc", "/run/kiln/etc"); err != nil {
-		log.Error("writable /etc", "err", err)
-	}
-	if err := boot.MountAll("/", []boot.Mount{{Source: "tmpfs", Target: "/var", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=0755"}}); err != nil {
-		log.Error("tmpfs /var", "err", err)
-	}
 
-	// machined and the drivers child start now, not after the re-exec: the second
-	// phase's runtime start is off their path. machined first: its start is the longest
-	// step of a boot under emulation, and it waits for the drivers' marks anyway. The
-	// supervising phase adopts machined by the PID passed in its environment.
+	// machined starts now, not after the re-exec: the second phase's runtime start is
+	// off its path, and so is the loading of its drivers, which this phase does while
+	// machined starts (loadDrivers). The supervising phase adopts machined by the PID
+	// passed in its environment. The writable /etc and the tmpfs /var come right after
+	// the start: machined touches neither before it has seen a handoff mark, and every
+	// mark is made after them (package handoff).
 	sup := machinedSupervisor(con, params, log)
 	// Without transparent huge pages for the heap: with THP "always" (Debian's kernels)
 	// a touched 2 MiB page costs PID 1 almost half its budget.
@@ -151,14 +154,58 @@ func run(_ []string) error {
 	} else {
 		env = append(env, fmt.Sprintf("%s=%d", machinedPIDEnv, sup.Running()))
 	}
-	startDrivers(params.Modules, log)
-	// Signals that arrive during the exec are lost (PID 1 without handlers ignores them),
-	// except SIGCHLD, which the second phase assumes; the window is a few milliseconds.
+	if err := boot.WritableCopy("/etc", "/run/kiln/etc"); err != nil {
+		log.Error("writable /etc", "err", err)
+	}
+	if err := boot.MountAll("/", []boot.Mount{{Source: "tmpfs", Target: "/var", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=0755"}}); err != nil {
+		log.Error("tmpfs /var", "err", err)
+	}
+	if set != nil {
+		loadDrivers(set, <-devices, start, log)
+		startRemaining(log)
+	} else {
+		markDriversDone(log)
+	}
+	// A reboot or power-off asked for during the boot phase is carried out by the
+	// supervising phase. Signals that arrive during the exec itself are lost (PID 1
+	// without handlers ignores them), except SIGCHLD, which the second phase assumes;
+	// that window is a few milliseconds.
 	signal.Reset()
+	env = append(env, pendingSignalsEnv+"="+drainSignals(sigs))
 	if err := unix.Exec("/proc/self/exe", []string{superviseArg0}, env); err != nil {
 		return fmt.Errorf("re-exec init for supervision: %w", err)
 	}
 	return nil
+}
+
+// pendingSignalsEnv carries the signals the boot phase received (numbers, comma
+// separated) to the supervising phase, which acts on them.
+const pendingSignalsEnv = "KILN_INIT_SIGNALS"
+
+// drainSignals returns the signals waiting in sigs as pendingSignalsEnv's value.
+func drainSignals(sigs chan os.Signal) string {
+	var got []string
+	for {
+		select {
+		case s := <-sigs:
+			if n, ok := s.(unix.Signal); ok {
+				got = append(got, strconv.Itoa(int(n)))
+			}
+		default:
+			return strings.Join(got, ",")
+		}
+	}
+}
+
+// pendingSignals parses pendingSignalsEnv's value; unknown entries are skipped.
+func pendingSignals(v string) []os.Signal {
+	var out []os.Signal
+	for f := range strings.SplitSeq(v, ",") {
+		if n, err := strconv.Atoi(f); err == nil && n > 0 {
+			out = append(out, unix.Signal(n))
+		}
+	}
+	return out
 }
 
 // superviseMachined is init's second phase: supervise machined until shutdown, then
@@ -166,8 +213,16 @@ func run(_ []string) error {
 func superviseMachined() error {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, supervise.Signals...)
-	// Children that died during the exec: their SIGCHLD came before Notify.
+	// Children that died during the exec: their SIGCHLD came before Notify. Then what
+	// the boot phase received.
 	sigs <- unix.SIGCHLD
+	for _, s := range pendingSignals(os.Getenv(pendingSignalsEnv)) {
+		select {
+		case sigs <- s:
+		default: // full: more of the same would change nothing
+		}
+	}
+	os.Unsetenv(pendingSignalsEnv)
 	con := boot.OpenConsole()
 	params, _ := cmdline.Parse(readFile("/proc/cmdline"))
 	log := newLogger(con, params.Debug)
@@ -243,32 +298,135 @@ func rootNeeds() []string {
 	return need
 }
 
-// startDrivers starts the child that loads the device drivers and late modules
-// (loadDrivers), or marks both done at once when modules are off. The child is reaped
-// by the supervisor like any other; machined learns the outcome from the marks.
-func startDrivers(enabled bool, log *slog.Logger) {
-	if !enabled {
-		markDriversDone(log)
-		return
+// scanDevices lists the modaliases of the devices present (modules.BusModaliases) in
+// the background, so that the scan overlaps the root mount; it sends one result.
+func scanDevices(log *slog.Logger) <-chan []string {
+	c := make(chan []string, 1)
+	go func() {
+		aliases, err := modules.BusModaliases("/sys/bus")
+		if err != nil {
+			log.Error("scan devices", "err", err)
+		}
+		c <- aliases
+	}()
+	return c
+}
+
+// driversNice is the nice value the boot phase inserts drivers with. On a VM with
+// few CPUs, machined's start (one thread, CPU-bound under emulation) and the
+// insertions compete; machined's start is the longer path, so it goes first and the
+// insertions take the CPU time it leaves.
+const driversNice = 10
+
+// nicedLoader inserts modules from a thread running at a nice value (per thread on
+// Linux), put back to 0 afterwards.
+type nicedLoader struct {
+	modules.Loader
+	nice int
+}
+
+func (l nicedLoader) Load(path string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, l.nice); err == nil {
+		defer unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
 	}
+	return l.Loader.Load(path)
+}
+
+// loadDrivers is the boot phase's last step, beside machined's start: it loads what
+// a node needs to be reachable, in groups beside each other and beside coldplug,
+// which loads the drivers of every device present (aliases, scanned before the root
+// mount; a slow one, ahci probing its SATA links, then holds up no group): the FAT
+// filesystem of STATE with the hardware random number drivers, and the network
+// drivers. It marks each group done for machined (handoff.FATLoaded,
+// NetworkDriversLoaded, DriversLoaded). All share the set's parallelism, and a
+// module one group is inserting is waited for by the others, not inserted twice.
+func loadDrivers(set *modules.Set, aliases []string, start time.Time, log *slog.Logger) {
+	log = log.With("component", "drivers")
+	set.Loader = nicedLoader{Loader: set.Loader, nice: driversNice}
+	early := set.Manifest.Unconditional(modules.Early)
+	var wg sync.WaitGroup
+	group := func(name, done string, load func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := load(); err != nil {
+				log.Error(name, "err", err)
+			}
+			log.Info(name+" loaded", "took", time.Since(start).Round(time.Millisecond))
+			mark(done, log)
+		}()
+	}
+	group("FAT filesystem", handoff.FATLoaded, func() error {
+		// The random number drivers first: machined's keys wait for the random pool.
+		return errors.Join(set.Load(set.Manifest.EntropyDrivers(aliases)...),
+			set.Load(modules.FATModules(early)...))
+	})
+	group("network drivers", handoff.NetworkDriversLoaded, func() error {
+		return set.Load(set.Manifest.NetworkDrivers(aliases)...)
+	})
+	// The first scan is the one made before the root mount; later rounds look again
+	// for devices the drivers loaded so far brought (disks behind virtio_scsi).
+	first := true
+	scan := func() ([]string, error) {
+		if first {
+			first = false
+			return aliases, nil
+		}
+		return modules.BusModaliases("/sys/bus")
+	}
+	loaded, err := set.Coldplug(scan, 4)
+	if err != nil {
+		log.Error("coldplug", "err", err)
+	}
+	wg.Wait()
+	log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
+	// machined waits for the drivers (its disk, its links) first; for the other
+	// filesystems when it mounts EPHEMERAL, and for the late modules only when it
+	// applies a stored configuration.
+	mark(handoff.DriversLoaded, log)
+}
+
+// startRemaining starts the child that loads what is not on the path to a reachable
+// node (loadRemaining). It is not waited for here: the supervisor's reaper collects
+// it, and machined learns the outcome from the marks.
+func startRemaining(log *slog.Logger) {
 	// The child is init's own binary again: the initramfs copy is deleted, but the
 	// running executable stays reachable through /proc/self/exe.
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Args = []string{driversArg0}
 	cmd.Env = []string{"GODEBUG=disablethp=1"}
-	if err := cmd.Start(); err != nil {
-		log.Error("start the driver loader; drivers stay unloaded", "err", err)
-		markDriversDone(log)
+	if err := startNiced(cmd, remainingNice); err != nil {
+		log.Error("start the module loader; filesystems and late modules stay unloaded", "err", err)
+		mark(handoff.FilesystemsLoaded, log)
+		mark(handoff.ModulesLoaded, log)
 		return
 	}
-	// Not waited for here: the supervisor's reaper collects it.
 	_ = cmd.Process.Release()
 }
 
+// remainingNice is the nice value of the child that loads the remaining modules: the
+// lowest priority, so that under TCG, where every cycle counts, they slow nothing on
+// the way to a reachable node.
+const remainingNice = 19
+
+// startNiced starts cmd with a nice value: the child's threads inherit the value of
+// the thread that forks it, which is set for the fork and then put back.
+func startNiced(cmd *exec.Cmd, nice int) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err == nil {
+		defer unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
+	}
+	return cmd.Start()
+}
+
 func markDriversDone(log *slog.Logger) {
-	mark(handoff.FilesystemsLoaded, log)
+	mark(handoff.FATLoaded, log)
 	mark(handoff.NetworkDriversLoaded, log)
 	mark(handoff.DriversLoaded, log)
+	mark(handoff.FilesystemsLoaded, log)
 	mark(handoff.ModulesLoaded, log)
 }
 
@@ -283,78 +441,35 @@ func mark(path string, log *slog.Logger) {
 	}
 }
 
-// loadDrivers runs in a child of init, beside machined. It loads, all at once, the
-// board's early filesystems with the hardware random number drivers, the drivers of
-// the network devices present, and by coldplug the drivers of every device, marking
-// each group done for machined (handoff.FilesystemsLoaded, NetworkDriversLoaded,
-// DriversLoaded) as it completes; then the board's late modules (ModulesLoaded), and
-// exits. Modules come from the root, which holds every one; those init loaded before
-// the switch are skipped.
-func loadDrivers() error {
-	runtime.GOMAXPROCS(runtime.NumCPU())
+// loadRemaining runs in a child of init at the lowest priority, after the boot phase
+// loaded the drivers: it loads one at a time the board's other early filesystems
+// (ext4 for EPHEMERAL; handoff.FilesystemsLoaded), then the board's late modules
+// (handoff.ModulesLoaded), and exits. Modules come from the root, which holds every
+// one; those already loaded are skipped.
+func loadRemaining() error {
 	debug.SetMemoryLimit(64 << 20)
 	start := time.Now()
 	con := boot.OpenConsole()
 	params, _ := cmdline.Parse(readFile("/proc/cmdline"))
-	log := newLogger(con, params.Debug).With("component", "drivers")
+	log := newLogger(con, params.Debug).With("component", "modules")
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
 	set, err := moduleSet("/", unix.ByteSliceToString(uts.Release[:]), log)
 	if err != nil {
 		log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
-		markDriversDone(log)
+		mark(handoff.FilesystemsLoaded, log)
+		mark(handoff.ModulesLoaded, log)
 		return nil
 	}
 	if err := set.AdoptLoaded("/proc/modules"); err != nil {
-		log.Warn("modules loaded before the switch", "err", err)
-	}
-	scan := func() ([]string, error) { return modules.BusModaliases("/sys/bus") }
-	aliases, err := scan()
-	if err != nil {
-		log.Error("scan devices", "err", err)
-	}
-	// What machined waits for loads in groups beside each other and beside coldplug,
-	// which loads the drivers of every device (a slow one, ahci probing its SATA links,
-	// then holds up no group). All share the set's parallelism, and a module one of
-	// them is inserting is waited for by the others, not inserted twice.
-	var wg sync.WaitGroup
-	group := func(name, done string, load func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := load(); err != nil {
-				log.Error(name, "err", err)
-			}
-			log.Info(name+" loaded", "took", time.Since(start).Round(time.Millisecond))
-			mark(done, log)
-		}()
-	}
-	group("filesystems", handoff.FilesystemsLoaded, func() error {
-		// The random number drivers first: machined's keys wait for the random pool.
-		return errors.Join(set.Load(set.Manifest.EntropyDrivers(aliases)...),
-			set.LoadModules(set.Manifest.Unconditional(modules.Early)))
-	})
-	group("network drivers", handoff.NetworkDriversLoaded, func() error {
-		return set.Load(set.Manifest.NetworkDrivers(aliases)...)
-	})
-	loaded, err := set.Coldplug(scan, 4)
-	if err != nil {
-		log.Error("coldplug", "err", err)
-	}
-	wg.Wait()
-	log.Info("drivers loaded", "modules", strings.Join(loaded, ","), "took", time.Since(start).Round(time.Millisecond))
-	// machined waits for the drivers (its disk, its links) first; for the late
-	// modules only when it applies a stored configuration.
-	mark(handoff.DriversLoaded, log)
-	// The late modules are not on machined's path: they load one at a time from this
-	// goroutine's own thread at the lowest priority, so that under TCG, where every
-	// cycle counts, they do not slow machined's start. (A nice value is per thread on
-	// Linux; Parallel 1 loads inline, on the locked thread.)
-	runtime.LockOSThread()
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, 19); err != nil {
-		log.Warn("lower the priority of the late modules", "err", err)
+		log.Warn("modules loaded by the boot phase", "err", err)
 	}
 	set.Parallel = 1
+	if err := set.LoadModules(set.Manifest.Unconditional(modules.Early)); err != nil {
+		log.Error("filesystems", "err", err)
+	}
+	mark(handoff.FilesystemsLoaded, log)
+	log.Info("filesystems loaded", "took", time.Since(start).Round(time.Millisecond))
 	if err := set.LoadModules(set.Manifest.Unconditional(modules.Late)); err != nil {
 		log.Error("late modules", "err", err)
 	}

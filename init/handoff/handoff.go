@@ -2,16 +2,27 @@
 // creates for machined to read. It has no code, so machined can import it without
 // pulling in init.
 //
-// Init loads, in a child beside machined's start, first the filesystems every boot
-// mounts, the hardware random number drivers and the drivers of the network devices
-// present (FilesystemsLoaded, NetworkDriversLoaded), then the drivers of every other
-// device coldplug finds (DriversLoaded), then the board's late modules
-// (ModulesLoaded). Each mark is an empty file; a later mark implies the earlier ones.
+// Init loads, in a child beside machined's start, first what a node needs to be
+// reachable: the FAT filesystem of STATE with the hardware random number drivers
+// (FATLoaded), and the drivers of the network devices present (NetworkDriversLoaded),
+// beside the drivers of every device coldplug finds (DriversLoaded); then the rest of
+// the board's early filesystems, ext4 for EPHEMERAL (FilesystemsLoaded), and the
+// board's late modules (ModulesLoaded). Each mark is an empty file. FilesystemsLoaded
+// implies FATLoaded, and ModulesLoaded implies every other mark.
+//
+// Init starts machined before it has made /etc writable and mounted the tmpfs on /var,
+// and makes every mark after that: machined writes to /etc and /var only after it has
+// seen a mark.
 package handoff
 
-// FilesystemsLoaded is created once the modules of the filesystems on the system disk
-// (vfat, ext4 and what they need) and the hardware random number drivers are loaded or
-// have failed. machined waits for it before it mounts STATE and EPHEMERAL.
+// FATLoaded is created once the FAT filesystem and its code pages (vfat, nls_*) and
+// the hardware random number drivers are loaded or have failed. machined waits for it
+// before it mounts STATE (FAT on every board) and makes its keys.
+const FATLoaded = "/run/kiln/fat-loaded"
+
+// FilesystemsLoaded is created once every filesystem module of the board's early list
+// (ext4 and what it needs, besides FAT) is loaded or has failed. machined waits for it
+// before it mounts EPHEMERAL, and before STATE when STATE is not FAT.
 const FilesystemsLoaded = "/run/kiln/filesystems-loaded"
 
 // NetworkDriversLoaded is created once the drivers of the network devices present when

@@ -44,10 +44,11 @@ type NodeOptions struct {
 	// SysClassBlock, DevDir, Cmdline and MountsPath are /sys/class/block,
 	// /dev, /proc/cmdline and /proc/self/mounts when empty.
 	SysClassBlock, DevDir, Cmdline, MountsPath string
-	// FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded and ModulesLoaded are
-	// the files init creates once the filesystems, the network drivers, every device
-	// driver and then the late modules are loaded (the handoff constants when empty).
-	FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded, ModulesLoaded string
+	// FATLoaded, FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded and
+	// ModulesLoaded are the files init creates once FAT, the other filesystems, the
+	// network drivers, every device driver and then the late modules are loaded (the
+	// handoff constants when empty).
+	FATLoaded, FilesystemsLoaded, NetworkDriversLoaded, DriversLoaded, ModulesLoaded string
 }
 
 // How long machined looks for the system disk while init still loads drivers: a
@@ -158,6 +159,7 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	def(&opts.DevDir, "/dev")
 	def(&opts.Cmdline, "/proc/cmdline")
 	def(&opts.MountsPath, "/proc/self/mounts")
+	def(&opts.FATLoaded, handoff.FATLoaded)
 	def(&opts.FilesystemsLoaded, handoff.FilesystemsLoaded)
 	def(&opts.NetworkDriversLoaded, handoff.NetworkDriversLoaded)
 	def(&opts.DriversLoaded, handoff.DriversLoaded)
@@ -179,10 +181,9 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		n.StateDir = stateFallback
 	} else {
 		n.log.Info("system disk", "disk", disk.Dev)
-		// vfat and ext4 load beside machined's start.
-		if !waitFile(opts.FilesystemsLoaded, diskPoll, diskWait) {
-			n.log.Warn("filesystem modules still loading; mounting anyway", "waited", diskWait)
-		}
+		// The filesystems load beside machined's start; FAT (STATE on every board)
+		// first.
+		n.waitFilesystem(disk, platform.LabelState, opts.FATLoaded, opts.FilesystemsLoaded)
 		n.StateDir = StateMount
 		if err := os.MkdirAll(StateMount, 0o755); err != nil {
 			// A root filesystem without /system/state (it is read-only).
@@ -197,6 +198,7 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		n.varDone = make(chan struct{})
 		go func() {
 			defer close(n.varDone)
+			n.waitFilesystem(disk, platform.LabelEphemeral, opts.FATLoaded, opts.FilesystemsLoaded)
 			n.mountEphemeral(disk, opts.Console)
 		}()
 	}
@@ -222,6 +224,21 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	})
 	n.Time = &timesync.Service{Clock: timesync.SystemClock{}, Log: n.log.With("component", "time")}
 	return n, nil
+}
+
+// waitFilesystem waits until init has loaded the filesystem of a partition: the FAT
+// mark for a FAT partition, the mark of every filesystem for the others (and when the
+// partition's filesystem cannot be told).
+func (n *Node) waitFilesystem(disk *platform.Disk, label, fatLoaded, filesystemsLoaded string) {
+	mark := filesystemsLoaded
+	if p, ok := disk.Partitions[label]; ok {
+		if fs, err := platform.DetectFS(p.Dev); err == nil && fs == "vfat" {
+			mark = fatLoaded
+		}
+	}
+	if !waitFile(mark, diskPoll, diskWait) {
+		n.log.Warn("filesystem modules still loading; mounting anyway", "partition", label, "waited", diskWait)
+	}
 }
 
 // mountEphemeral mounts EPHEMERAL on /var and grows it to fill the disk. Without it

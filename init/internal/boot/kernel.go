@@ -12,7 +12,10 @@ type Sysctl struct{ Key, Value string }
 
 // KernelSettings are init's settings before anything else runs. A wedged node reboots:
 // 10 s after a panic, and an oops or a hung task becomes a panic. printk_devkmsg=on lets
-// init and machined log through /dev/kmsg without the default rate limit.
+// init and machined log through /dev/kmsg without the default rate limit. An empty
+// kernel.modprobe: a node has no modprobe (init loads modules from its manifest), so
+// the kernel's own requests for a module (fs-*, net-pf-*, crypto-*) fail at once
+// instead of each starting a usermode helper that can only fail.
 func KernelSettings() []Sysctl {
 	return []Sysctl{
 		{"kernel.panic", "10"},
@@ -20,6 +23,7 @@ func KernelSettings() []Sysctl {
 		{"kernel.hung_task_panic", "1"},
 		{"kernel.hung_task_timeout_secs", "300"},
 		{"kernel.printk_devkmsg", "on"},
+		{"kernel.modprobe", ""},
 	}
 }
 

@@ -286,9 +286,9 @@ const planManifest = `{
     {"name": "sd_mod", "path": "m/sd_mod.ko.xz", "stage": "early", "depends": ["scsi_mod"], "aliases": ["scsi:t-0x00*"]},
     {"name": "loop", "path": "m/loop.ko.xz", "stage": "early", "aliases": ["block-major-7-*", "devname:loop-control"]},
     {"name": "squashfs", "path": "m/squashfs.ko.xz", "stage": "early", "aliases": ["fs-squashfs"]},
-    {"name": "fat", "path": "m/fat.ko.xz", "stage": "early"},
-    {"name": "vfat", "path": "m/vfat.ko.xz", "stage": "early", "depends": ["fat"], "aliases": ["fs-vfat"]},
-    {"name": "nls_cp437", "path": "m/nls_cp437.ko.xz", "stage": "early"},
+    {"name": "fat", "path": "m/kernel/fs/fat/fat.ko.xz", "stage": "early"},
+    {"name": "vfat", "path": "m/kernel/fs/fat/vfat.ko.xz", "stage": "early", "depends": ["fat"], "aliases": ["fs-vfat"]},
+    {"name": "nls_cp437", "path": "m/kernel/fs/nls/nls_cp437.ko.xz", "stage": "early"},
     {"name": "crc32c_generic", "path": "m/crc32c_generic.ko.xz", "stage": "early", "aliases": ["crypto-crc32c", "crc32c"]},
     {"name": "acpi_thing", "path": "m/acpi_thing.ko.xz", "stage": "early", "aliases": ["acpi*:PNP0C0A:*"]},
     {"name": "bridge", "path": "m/bridge.ko.xz", "stage": "late", "aliases": ["rtnl-link-bridge"]}
@@ -313,6 +313,11 @@ func TestUnconditionalAndProviders(t *testing.T) {
 	want := []string{"loop", "squashfs", "fat", "vfat", "nls_cp437", "crc32c_generic"}
 	if diff := cmp.Diff(want, names(m.Unconditional(Early))); diff != "" {
 		t.Errorf("Unconditional(early) (-want +got):\n%s", diff)
+	}
+	// STATE's FAT comes out of the early list ahead of the rest (crc32c_generic and
+	// the other filesystems wait).
+	if diff := cmp.Diff([]string{"fat", "vfat", "nls_cp437"}, FATModules(m.Unconditional(Early))); diff != "" {
+		t.Errorf("FATModules (-want +got):\n%s", diff)
 	}
 	if got := m.Unconditional(Late); len(got) != 1 || got[0].Name != "bridge" {
 		t.Errorf("Unconditional(late) = %q, want [bridge] (no device alias, nothing depends on it)", names(got))

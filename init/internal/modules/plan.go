@@ -59,3 +59,18 @@ func (m *Manifest) Providers(name string) []string {
 	}
 	return out
 }
+
+// FATModules returns the names of the modules in mods that are the FAT filesystem or
+// its code pages (under kernel/fs/fat and kernel/fs/nls), in the order of mods. STATE
+// and the EFI partition are FAT on every board, so a node reaches its configuration as
+// soon as these are in, before the larger filesystems (ext4) the rest of its disk
+// needs. Load them with Set.Load, which adds what they depend on.
+func FATModules(mods []Module) []string {
+	var out []string
+	for _, mod := range mods {
+		if strings.Contains(mod.Path, "/fs/fat/") || strings.Contains(mod.Path, "/fs/nls/") {
+			out = append(out, mod.Name)
+		}
+	}
+	return out
+}
