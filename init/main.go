@@ -135,6 +135,12 @@ func run(_ []string) error {
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev, "took", time.Since(start).Round(time.Millisecond))
 
+	// The device scan reads /sys by path, and the switch moves /sys: its result is taken
+	// now (it is done by this time on any boot but a very slow one).
+	var aliases []string
+	if devices != nil {
+		aliases = <-devices
+	}
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
 	}
@@ -161,7 +167,7 @@ func run(_ []string) error {
 		log.Error("tmpfs /var", "err", err)
 	}
 	if set != nil {
-		loadDrivers(set, <-devices, start, log)
+		loadDrivers(set, aliases, start, log)
 		startRemaining(log)
 	} else {
 		markDriversDone(log)
