@@ -135,12 +135,6 @@ func run(_ []string) error {
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev, "took", time.Since(start).Round(time.Millisecond))
 
-	// The device scan reads /sys by path, and the switch moves /sys: its result is taken
-	// now (it is done by this time on any boot but a very slow one).
-	var aliases []string
-	if devices != nil {
-		aliases = <-devices
-	}
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
 	}
@@ -167,7 +161,7 @@ func run(_ []string) error {
 		log.Error("tmpfs /var", "err", err)
 	}
 	if set != nil {
-		loadDrivers(set, aliases, start, log)
+		loadDrivers(set, <-devices, start, log)
 		startRemaining(log)
 	} else {
 		markDriversDone(log)
@@ -304,12 +298,22 @@ func rootNeeds() []string {
 	return need
 }
 
-// scanDevices lists the modaliases of the devices present (modules.BusModaliases) in
-// the background, so that the scan overlaps the root mount; it sends one result.
+// scanDevices lists the modaliases of the devices present in the background, so that
+// the scan overlaps the root mount and the switch; it sends one result. /sys/bus is
+// opened first and walked from its descriptor (modules.BusModaliasesDir): the switch
+// moves /sys while the scan may still run, and a walk by path would come back short
+// (a node then booted without its disk and NIC).
 func scanDevices(log *slog.Logger) <-chan []string {
 	c := make(chan []string, 1)
+	d, err := os.Open("/sys/bus")
+	if err != nil {
+		log.Error("scan devices", "err", err)
+		c <- nil
+		return c
+	}
 	go func() {
-		aliases, err := modules.BusModaliases("/sys/bus")
+		defer d.Close()
+		aliases, err := modules.BusModaliasesDir(d)
 		if err != nil {
 			log.Error("scan devices", "err", err)
 		}

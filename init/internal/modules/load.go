@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Loader inserts one module file into the kernel. Loading a module that is already
@@ -246,24 +249,45 @@ func (s *Set) Coldplug(scan func() ([]string, error), rounds int) ([]string, err
 // part of its cost (a walk reads thousands of directories; this a few dozen). Class
 // devices (input, which no Kiln module serves) are not included.
 func BusModaliases(sysBus string) ([]string, error) {
-	buses, err := os.ReadDir(sysBus)
+	d, err := os.Open(sysBus)
 	if err != nil {
 		return nil, fmt.Errorf("read modaliases: %w", err)
 	}
+	defer d.Close()
+	return BusModaliasesDir(d)
+}
+
+// BusModaliasesDir is BusModaliases below an open directory: every path is resolved from
+// its descriptor, so the walk goes on when the mount is moved meanwhile (init scans
+// while it mounts the root, and switching the root moves /sys).
+func BusModaliasesDir(sysBus *os.File) ([]string, error) {
+	buses, err := sysBus.ReadDir(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read modaliases: %w", err)
+	}
+	byName := func(a, b os.DirEntry) int { return strings.Compare(a.Name(), b.Name()) }
+	slices.SortFunc(buses, byName)
+	at := int(sysBus.Fd())
 	seen := map[string]bool{}
 	var out []string
 	for _, b := range buses {
-		dir := filepath.Join(sysBus, b.Name(), "devices")
-		devs, err := os.ReadDir(dir)
+		rel := b.Name() + "/devices"
+		fd, err := unix.Openat(at, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
 		}
+		dir := os.NewFile(uintptr(fd), rel)
+		devs, err := dir.ReadDir(-1)
+		dir.Close()
+		if err != nil {
+			continue
+		}
+		slices.SortFunc(devs, byName)
 		for _, d := range devs {
-			raw, err := os.ReadFile(filepath.Join(dir, d.Name(), "modalias"))
+			a, err := readAt(at, rel+"/"+d.Name()+"/modalias")
 			if err != nil {
 				continue // no modalias, or the device went away
 			}
-			a := strings.TrimSpace(string(raw))
 			if a != "" && !seen[a] {
 				seen[a] = true
 				out = append(out, a)
@@ -271,6 +295,21 @@ func BusModaliases(sysBus string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// readAt reads a small file below the directory at and trims it.
+func readAt(at int, rel string) (string, error) {
+	fd, err := unix.Openat(at, rel, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	var buf [512]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
 }
 
 // Modaliases returns the distinct modalias strings of every device below dir (files

@@ -489,7 +489,8 @@ func TestBusModaliases(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Symlink(filepath.Join(devs, target), filepath.Join(dir, name)); err != nil {
+		// Relative, as sysfs makes them.
+		if err := os.Symlink(filepath.Join("..", "..", "..", "devices", target), filepath.Join(dir, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -510,6 +511,26 @@ func TestBusModaliases(t *testing.T) {
 	}
 	if _, err := BusModaliases(filepath.Join(sys, "nope")); err == nil {
 		t.Error("BusModaliases(missing dir) = nil error")
+	}
+
+	// Opened before, walked after the tree moved (init scans while it switches the
+	// root, which moves /sys): nothing is lost.
+	d, err := os.Open(filepath.Join(sys, "bus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	moved := sys + "-moved"
+	if err := os.Rename(sys, moved); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Rename(moved, sys) })
+	got, err = BusModaliasesDir(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("BusModaliasesDir after a move (-want +got):\n%s", diff)
 	}
 }
 
