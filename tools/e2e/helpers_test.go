@@ -74,17 +74,6 @@ func startVM(t *testing.T, o vmOpts) *qemu.VM {
 	return vm
 }
 
-// serialTail is the end of a VM's serial log, for a failure message: CI keeps no
-// artifacts, so what a failed boot printed must be in the test's output.
-func serialTail(vm *qemu.VM) string {
-	b, err := os.ReadFile(vm.SerialLog())
-	if err != nil {
-		return fmt.Sprintf("(serial log: %v)", err)
-	}
-	const tail = 12 << 10
-	return fmt.Sprintf("serial log of the boot, last %d bytes:\n%s", min(len(b), tail), b[max(0, len(b)-tail):])
-}
-
 // ready is machined's readiness line.
 type ready struct {
 	mode, fingerprint, hostname string

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-os/kiln/machined/config"
+	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 )
 
 // TestPowerLoss cuts the power (SIGKILL to QEMU) while `kctl apply-config` changes the
@@ -64,7 +65,7 @@ func TestPowerLoss(t *testing.T) {
 		r := waitReady(t, vm)
 		switch want := []string{fmt.Sprintf("pl-%d", known), fmt.Sprintf("pl-%d", attempted)}; {
 		case r.mode != "configured":
-			t.Fatalf("boot %d: mode %q after power loss during apply of pl-%d, want configured with %s or %s\n%s", i, r.mode, attempted, want[0], want[1], serialTail(vm))
+			t.Fatalf("boot %d: mode %q after power loss during apply of pl-%d, want configured with %s or %s\n%s", i, r.mode, attempted, want[0], want[1], qemutest.SerialTail(vm.SerialLog()))
 		case r.hostname == want[1] && attempted != known:
 			newN++
 			known = attempted
@@ -73,7 +74,7 @@ func TestPowerLoss(t *testing.T) {
 				oldN++
 			}
 		default:
-			t.Fatalf("boot %d: host name %q after power loss during apply of pl-%d, want %s or %s\n%s", i, r.hostname, attempted, want[0], want[1], serialTail(vm))
+			t.Fatalf("boot %d: host name %q after power loss during apply of pl-%d, want %s or %s\n%s", i, r.hostname, attempted, want[0], want[1], qemutest.SerialTail(vm.SerialLog()))
 		}
 		// The stored config is whole: its CA still lets kctl in.
 		if v := waitConfigured(t, kc, vm.Addr()); v.Hostname != r.hostname {

@@ -174,9 +174,7 @@ func Start(tb testing.TB, cfg qemu.Config) *qemu.VM {
 				tb.Logf("serial log kept at %s (use go test -artifacts to keep it after the run)", dst)
 				// CI keeps no artifacts: the end of the log goes into the
 				// test's output too.
-				if b, err := os.ReadFile(dst); err == nil {
-					tb.Logf("serial log, last %d bytes:\n%s", min(len(b), logTail), b[max(0, len(b)-logTail):])
-				}
+				tb.Log(SerialTail(dst))
 			}
 		}
 		vm.Close()
@@ -186,3 +184,13 @@ func Start(tb testing.TB, cfg qemu.Config) *qemu.VM {
 
 // logTail is how much of a failed VM's serial log goes into the test's output.
 const logTail = 16 << 10
+
+// SerialTail is the end of a serial log, for a failed test's output: CI keeps no
+// artifacts, so what a failed boot printed must be in the output itself.
+func SerialTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(serial log: %v)", err)
+	}
+	return fmt.Sprintf("serial log, last %d bytes:\n%s", min(len(b), logTail), b[max(0, len(b)-logTail):])
+}
