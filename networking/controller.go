@@ -146,11 +146,12 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 		return errors.New("networking: controller closed")
 	}
 	var errs []error
+	hostname := cmp.Or(spec.Hostname, c.fallbackHostname)
 	// The first Apply of an automatic Spec (maintenance mode) starts DHCP before the
 	// rest: there is nothing to stop or reconcile first, and the node's address is what
 	// its user waits for.
 	if len(c.runs) == 0 && spec.Auto() {
-		c.runs[runKey{link: autoKey}] = c.startV4(autoKey, cmp.Or(spec.Hostname, c.fallbackHostname))
+		c.runs[runKey{link: autoKey}] = c.startV4(autoKey, hostname)
 	}
 	if err := c.promoteSecondaries(); err != nil {
 		errs = append(errs, err)
@@ -200,10 +201,6 @@ func (c *Controller) Apply(ctx context.Context, spec Spec) error {
 	c.hostSpec = spec.Hostname
 	c.extraHosts = slices.Clone(spec.ExtraHosts)
 	c.leaseMu.Unlock()
-	hostname := spec.Hostname
-	if hostname == "" {
-		hostname = c.fallbackHostname
-	}
 	for key := range dhcpWant {
 		if _, ok := c.runs[key]; ok {
 			continue
