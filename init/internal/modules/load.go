@@ -297,14 +297,16 @@ func BusModaliasesDir(sysBus *os.File) ([]string, error) {
 	return out, nil
 }
 
-// readAt reads a small file below the directory at and trims it.
+// readAt reads a sysfs attribute below the directory at and trims it. An attribute
+// is at most a page, so one read of a page gets all of it, as os.ReadFile did before
+// (a device tree's "of:" modalias lists every compatible string and can be long).
 func readAt(at int, rel string) (string, error) {
 	fd, err := unix.Openat(at, rel, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(fd)
-	var buf [512]byte
+	var buf [4096]byte
 	n, err := unix.Read(fd, buf[:])
 	if err != nil {
 		return "", err
