@@ -121,11 +121,8 @@ func run(_ []string) error {
 		var err error
 		if set, err = moduleSet("/", release, log); err != nil {
 			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
-			set = nil
-		} else {
-			if err := set.LoadProviders(rootNeeds()...); err != nil {
-				log.Error("modules for the root filesystem", "err", err)
-			}
+		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
+			log.Error("modules for the root filesystem", "err", err)
 		}
 	}
 

@@ -2,12 +2,12 @@
 // creates for machined to read. It has no code, so machined can import it without
 // pulling in init.
 //
-// Init loads, in a child beside machined's start, first what a node needs to be
-// reachable: the FAT filesystem of STATE with the hardware random number drivers
-// (FATLoaded), and the drivers of the network devices present (NetworkDriversLoaded),
-// beside the drivers of every device coldplug finds (DriversLoaded); then the rest of
-// the board's early filesystems, ext4 for EPHEMERAL (FilesystemsLoaded), and the
-// board's late modules (ModulesLoaded). Each mark is an empty file. FilesystemsLoaded
+// Init's boot phase loads, beside machined's start, what a node needs to be reachable:
+// the FAT filesystem of STATE with the hardware random number drivers (FATLoaded), and
+// the drivers of the network devices present (NetworkDriversLoaded), beside the
+// drivers of every device coldplug finds (DriversLoaded). A child of init then loads
+// the rest of the board's early filesystems, ext4 for EPHEMERAL (FilesystemsLoaded),
+// and the board's late modules (ModulesLoaded). Each mark is an empty file. FilesystemsLoaded
 // implies FATLoaded, and ModulesLoaded implies every other mark.
 //
 // Init starts machined before it has made /etc writable and mounted the tmpfs on /var,
