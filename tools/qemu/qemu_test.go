@@ -109,6 +109,37 @@ func TestConsoleExpect(t *testing.T) {
 	}
 }
 
+// A QEMU that exits on its own before the awaited line: Expect's error carries its
+// exit status and stderr, though the console ends a moment before the process is
+// reaped (a CI run once showed "QEMU exited" with neither).
+func TestExpectReportsHowQEMUExited(t *testing.T) {
+	fake := filepath.Join(t.TempDir(), "qemu-fake")
+	script := "#!/bin/sh\necho booting\necho 'qemu: assertion failed' >&2\nexit 3\n"
+	kernel := filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kernel, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		vm, err := Start(t.Context(), Config{Binary: fake, Kernel: kernel, GuestPort: -1, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = vm.ExpectString("never", time.Minute)
+		vm.Close()
+		if !errors.Is(err, ErrExited) {
+			t.Fatalf("Expect = %v, want ErrExited", err)
+		}
+		for _, want := range []string{"booting", "exit status 3", "QEMU stderr: qemu: assertion failed"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("Expect's error lacks %q:\n%v", want, err)
+			}
+		}
+	}
+}
+
 func TestImageFormat(t *testing.T) {
 	dir := t.TempDir()
 	for _, tt := range []struct{ name, data, want string }{

@@ -155,6 +155,15 @@ func (vm *VM) Started() time.Time { return vm.started }
 // panic (ErrKernelPanic; the VM is killed) or when QEMU exits (ErrExited).
 func (vm *VM) Expect(re *regexp.Regexp, timeout time.Duration) ([]string, error) {
 	m, err := vm.con.expect(re, timeout)
+	if errors.Is(err, ErrExited) {
+		// The console ends when QEMU closes its output, a moment before the
+		// process is reaped: wait for that, so the error carries QEMU's exit
+		// status and stderr.
+		select {
+		case <-vm.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w\nlast console lines:\n%s%s", err, strings.Join(vm.con.tail(15), "\n"), vm.exitNote())
 	}
