@@ -13,8 +13,10 @@ type generic struct {
 var genericInitramfs = []string{"loop", "squashfs"}
 
 // Early modules: block and storage drivers, the root squashfs, the filesystems of the
-// disk layout (nls_ascii: Debian's FAT default iocharset; crc32c_generic: ext4 asks the
-// crypto API for it at mount time, which no dependency records). virtio, virtio_pci,
+// disk layout (nls_cp437 and nls_ascii: Debian's FAT default codepage and iocharset,
+// which a vfat mount loads and nothing else Kiln mounts asks for another;
+// crc32c_generic: ext4 asks the crypto API for it at mount time, which no dependency
+// records). virtio, virtio_pci,
 // devtmpfs and serial are built in. Init loads a driver (a module with bus aliases:
 // ahci, nvme, usb_storage, …) only when coldplug finds its device, so a long list costs
 // a VM nothing; the others (filesystems) load every boot, beside machined's start and
@@ -22,7 +24,7 @@ var genericInitramfs = []string{"loop", "squashfs"}
 var genericEarly = []string{
 	"virtio_blk", "virtio_scsi", "nvme", "ahci", "sd_mod", "sr_mod", "mmc_block", "sdhci_pci",
 	"usb_storage", "uas", "xhci_pci", "loop", "squashfs", "vfat", "nls_cp437",
-	"nls_iso8859_1", "nls_ascii", "crc32c_generic", "ext4",
+	"nls_ascii", "crc32c_generic", "ext4",
 }
 
 // Late modules: networking, netfilter, bridging and tunnels for the pod network and
