@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,6 +109,12 @@ func run(_ []string) error {
 		log.Warn("disable hard Ctrl-Alt-Del", "err", err)
 	}
 
+	// machined starts first, from the initramfs when the image put it there: its
+	// start, the longest step of a boot under emulation, overlaps the root mount. It
+	// enters the root once init has switched (handoff.EarlyEnv).
+	sup := machinedSupervisor(con, params, log)
+	early := startEarlyMachined(sup, params, log)
+
 	// Only what mounting the root needs loads before the switch (loop and squashfs,
 	// unless built in): machined's start is the longest step of a boot under emulation,
 	// so it begins as early as it can. The drivers machined needs to reach its
@@ -131,22 +138,27 @@ func run(_ []string) error {
 		return fmt.Errorf("root filesystem: %w", err)
 	}
 	log.Info("root mounted", "image", params.Root, "dev", dev, "took", time.Since(start).Round(time.Millisecond))
+	if early.ready != nil {
+		bindEarlyMachined(newRoot+params.Machined, log)
+	}
 
 	if err := boot.SwitchRoot(newRoot, boot.MovedMounts); err != nil {
 		return err
 	}
 
-	// machined starts now, not after the re-exec: the second phase's runtime start is
-	// off its path, and so is the loading of its drivers, which this phase does while
-	// machined starts (loadDrivers). The supervising phase adopts machined by the PID
-	// passed in its environment. The writable /etc and the tmpfs /var come right after
-	// the start: machined touches neither before it has seen a handoff mark, and every
-	// mark is made after them (package handoff).
-	sup := machinedSupervisor(con, params, log)
+	// machined starts by now, not after the re-exec: the second phase's runtime start
+	// is off its path, and so is the loading of its drivers, which this phase does
+	// while machined starts (loadDrivers). The supervising phase adopts machined by the
+	// PID passed in its environment. The writable /etc and the tmpfs /var come right
+	// after the start: machined touches neither before it has seen a handoff mark, and
+	// every mark is made after them (package handoff).
 	// Without transparent huge pages for the heap: with THP "always" (Debian's kernels)
 	// a touched 2 MiB page costs PID 1 almost half its budget.
 	env := append(os.Environ(), "GODEBUG=disablethp=1")
-	if err := sup.Start(); err != nil {
+	if early.ready != nil {
+		early.rootSwitched(log)
+		env = append(env, fmt.Sprintf("%s=%d", machinedPIDEnv, early.pid))
+	} else if err := sup.Start(); err != nil {
 		log.Error("start machined; the supervisor retries", "err", err)
 	} else {
 		env = append(env, fmt.Sprintf("%s=%d", machinedPIDEnv, sup.Running()))
@@ -253,6 +265,72 @@ func machinedSupervisor(con io.Writer, params cmdline.Params, log *slog.Logger) 
 		Backoff:     supervise.DefaultBackoff(),
 		StopTimeout: params.StopTimeout,
 		Log:         log.With("component", "supervise"),
+	}
+}
+
+// earlyMachined is where the image builder puts machined in the initramfs. Init
+// starts it before the root mount and binds it over kiln.machined in the root, so
+// that the supervisor restarts the same binary from there.
+const earlyMachined = "/machined"
+
+// earlyStart is a machined started from the initramfs, waiting for the switch of root.
+type earlyStart struct {
+	pid   int
+	ready *os.File // nil: machined was not started early
+}
+
+// startEarlyMachined starts machined from the initramfs (earlyMachined) with the
+// handoff descriptors, when the image has it there and kiln.machined is the default.
+// Otherwise, or when the start fails, machined starts from the root after the switch.
+func startEarlyMachined(sup *supervise.Supervisor, params cmdline.Params, log *slog.Logger) earlyStart {
+	if params.Machined != cmdline.DefaultMachined {
+		return earlyStart{}
+	}
+	if _, err := os.Stat(earlyMachined); err != nil {
+		return earlyStart{}
+	}
+	proc, err := os.OpenFile("/proc/1", unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		log.Error("start machined before the root mount", "err", err)
+		return earlyStart{}
+	}
+	defer proc.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		log.Error("start machined before the root mount", "err", err)
+		return earlyStart{}
+	}
+	defer r.Close()
+	first := *sup
+	first.Path = earlyMachined
+	first.Env = append(slices.Clip(sup.Env), handoff.EarlyEnv+"=1")
+	first.ExtraFiles = []*os.File{proc, r} // handoff.EarlyProcFD, handoff.EarlyReadyFD
+	if err := first.Start(); err != nil {
+		w.Close()
+		log.Error("start machined before the root mount; starting it from the root", "err", err)
+		return earlyStart{}
+	}
+	return earlyStart{pid: first.Running(), ready: w}
+}
+
+// rootSwitched tells the early machined that the root is in place.
+func (e earlyStart) rootSwitched(log *slog.Logger) {
+	if _, err := e.ready.Write([]byte{1}); err != nil {
+		log.Error("tell machined the root is mounted", "err", err)
+	}
+	e.ready.Close()
+}
+
+// bindEarlyMachined binds the initramfs's machined, read-only, over the file the
+// image has at dst (kiln.machined in the new root), which is what later restarts run.
+// The binding keeps the binary when the switch frees the initramfs.
+func bindEarlyMachined(dst string, log *slog.Logger) {
+	if err := unix.Mount(earlyMachined, dst, "", unix.MS_BIND, ""); err != nil {
+		log.Error("bind machined into the root; restarts of machined will fail", "err", err)
+		return
+	}
+	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		log.Error("make the binding of machined read-only", "err", err)
 	}
 }
 

@@ -21,7 +21,20 @@ import (
 // (loop, squashfs) from a kmod manifest, the squashfs root through a loop device, the
 // switch of root, coldplug of virtio_net, supervision (the stand-in machined crashes
 // once and must come back), orphan reaping, and power-off on SIGUSR2 with QEMU exiting.
+// It boots both layouts init knows: machined in the root, and machined in the
+// initramfs (the image builder's), started before the root mount, entering the root
+// after the switch and restarted from its binding in the root.
 func TestBootInQEMU(t *testing.T) {
+	for _, early := range []bool{false, true} {
+		name := "machined in the root"
+		if early {
+			name = "machined in the initramfs"
+		}
+		t.Run(name, func(t *testing.T) { bootInQEMU(t, early) })
+	}
+}
+
+func bootInQEMU(t *testing.T, early bool) {
 	arch := qemu.AMD64
 	qemutest.NeedQEMU(t, arch)
 	if _, err := exec.LookPath("mksquashfs"); err != nil {
@@ -55,7 +68,13 @@ func TestBootInQEMU(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(filepath.Join(root, "sbin", "machined"), qemutest.BuildGo(t, arch, "github.com/kiln-os/kiln/init/internal/testmachined"), 0o755)
+	machined := qemutest.BuildGo(t, arch, "github.com/kiln-os/kiln/init/internal/testmachined")
+	if early {
+		// The mount point of init's binding, as the image builder makes it.
+		write(filepath.Join(root, "sbin", "machined"), nil, 0o755)
+	} else {
+		write(filepath.Join(root, "sbin", "machined"), machined, 0o755)
+	}
 	write(filepath.Join(root, "etc", "os-release"), []byte("ID=kiln\n"), 0o644)
 	mj, err := json.Marshal(manifest)
 	if err != nil {
@@ -88,6 +107,9 @@ func TestBootInQEMU(t *testing.T) {
 		{Name: "rootfs.sqsh", Data: rd(sqsh), Mode: 0o644},
 		{Name: kmod.ManifestPath(manifest.Kernel), Data: mj, Mode: 0o644},
 	}
+	if early {
+		ifs = append(ifs, qemu.File{Name: earlyMachined[1:], Data: machined})
+	}
 	for rel, src := range files {
 		if m := qemutest.ModuleByPath(manifest, rel); m != nil && m.Stage == kmod.Early {
 			ifs = append(ifs, qemu.File{Name: rel, Data: rd(src), Mode: 0o644})
@@ -108,7 +130,7 @@ func TestBootInQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("QEMU start → machined started: %s", time.Since(vm.Started()).Round(time.Millisecond))
-	for _, want := range []string{"ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "drivers=true", "virtio_net=true", "initramfs-freed=true"} {
+	for _, want := range []string{"early=" + strconv.FormatBool(early), "ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "drivers=true", "virtio_net=true", "initramfs-freed=true"} {
 		if !strings.Contains(first[0], want) {
 			t.Errorf("first run: %q lacks %q", first[0], want)
 		}
@@ -116,6 +138,9 @@ func TestBootInQEMU(t *testing.T) {
 	second, err := vm.Expect(regexp.MustCompile(`testmachined: run=2 .*`), wait)
 	if err != nil {
 		t.Fatalf("machined was not restarted after it crashed: %v", err)
+	}
+	if !strings.Contains(second[0], "early=false") {
+		t.Errorf("second run: %q lacks early=false (restarts run kiln.machined from the root)", second[0])
 	}
 	// DESIGN.md budget: init RSS ≤ 5 MiB, measured while it supervises machined.
 	m := regexp.MustCompile(`init:vmrss=(\d+)kB.*`).FindStringSubmatch(second[0])

@@ -129,7 +129,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	root, err := rootTree(&o, st, k, machined, comps)
+	root, err := rootTree(&o, st, k, comps)
 	if err != nil {
 		return nil, fmt.Errorf("root filesystem: %w", err)
 	}
@@ -147,7 +147,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	irTree, err := initramfsTree(&o, k, initBin, rootImg)
+	irTree, err := initramfsTree(&o, k, initBin, machined, rootImg)
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %w", err)
 	}

@@ -173,9 +173,10 @@ func initramfsListing(t *testing.T, dir string) (map[string]uint64, []byte) {
 func TestInitramfsListing(t *testing.T) {
 	modes, root := initramfsListing(t, buildAll(t))
 	want := map[string]uint64{
-		"init":        0o100755,
-		"dev/console": 0o020600,
-		RootImage:     0o100644,
+		"init":            0o100755,
+		InitramfsMachined: 0o100755,
+		"dev/console":     0o020600,
+		RootImage:         0o100644,
 		"lib/modules/6.12.95+deb12-amd64/kiln-modules.json":              0o100644,
 		"lib/modules/6.12.95+deb12-amd64/kernel/fs/squashfs/squashfs.ko": 0o100644,
 		"lib/modules/6.12.95+deb12-amd64/kernel/drivers/block/loop.ko":   0o100644,
@@ -210,7 +211,7 @@ func TestSquashfsListing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unsquashfs: %v\n%s", err, out)
 	}
-	got := map[string]string{}
+	got, size := map[string]string{}, map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 || !strings.HasPrefix(f[len(f)-1], "/") && f[len(f)-2] != "->" {
@@ -218,6 +219,7 @@ func TestSquashfsListing(t *testing.T) {
 		}
 		name := f[5]
 		got[name] = f[0] + " " + f[1] + " " + f[3] + " " + f[4]
+		size[name] = f[2]
 		if f[1] != "0/0" || f[3] != "2025-01-01" || f[4] != "00:00" {
 			t.Errorf("%s: owner %s time %s %s; want 0/0 at 2025-01-01 00:00", name, f[1], f[3], f[4])
 		}
@@ -230,8 +232,9 @@ func TestSquashfsListing(t *testing.T) {
 			t.Errorf("root filesystem lacks %s", n)
 		}
 	}
-	if m := got["/"+MachinedPath]; !strings.HasPrefix(m, "-rwxr-xr-x") {
-		t.Errorf("machined mode %q, want -rwxr-xr-x", m)
+	// machined itself is in the initramfs; the root has the file init binds it over.
+	if m := got["/"+MachinedPath]; !strings.HasPrefix(m, "-rwxr-xr-x") || size["/"+MachinedPath] != "0" {
+		t.Errorf("machined's mount point: mode %q, size %s; want an empty -rwxr-xr-x file", m, size["/"+MachinedPath])
 	}
 	if m := got["/tmp"]; !strings.HasPrefix(m, "drwxrwxrwt") {
 		t.Errorf("/tmp mode %q, want drwxrwxrwt", m)

@@ -22,8 +22,13 @@ import (
 const (
 	// RootImage is the root squashfs inside the initramfs (init's default kiln.root).
 	RootImage = "rootfs.sqsh"
-	// MachinedPath is machined inside the root filesystem (init's default kiln.machined).
+	// MachinedPath is machined's path inside the root filesystem (init's default
+	// kiln.machined). The root holds an empty file there, over which init binds
+	// InitramfsMachined before the switch of root.
 	MachinedPath = "sbin/machined"
+	// InitramfsMachined is machined inside the initramfs: init starts it before it
+	// mounts the root, so that machined's start overlaps the mount.
+	InitramfsMachined = "machined"
 	// CABundle is the CA certificate bundle inside the root filesystem.
 	CABundle = "etc/ssl/certs/ca-certificates.crt"
 	// StateConfig is the machine config on the STATE partition.
@@ -115,7 +120,7 @@ func addModules(t *fstree.Tree, k *kernel.Extracted, mods []kmod.Module) error {
 }
 
 // rootTree is the content of the root squashfs.
-func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string, comps *components.Set) (*fstree.Tree, error) {
+func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, comps *components.Set) (*fstree.Tree, error) {
 	t := fstree.New()
 	// system/state is where machined mounts STATE on a node.
 	for _, d := range []string{"dev", "proc", "sys", "run", "var", "etc", "usr/bin", "usr/lib", "mnt", "boot", "system/state"} {
@@ -126,7 +131,8 @@ func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string
 	if err := t.AddDir("tmp", 0o1777); err != nil {
 		return nil, err
 	}
-	if err := t.AddFile(MachinedPath, 0o755, machined); err != nil {
+	// The mount point of machined's binding (one copy of machined, in the initramfs).
+	if err := t.AddData(MachinedPath, 0o755, nil); err != nil {
 		return nil, err
 	}
 	osr := []byte(osRelease(o.Board, o.Version))
@@ -163,7 +169,7 @@ func rootTree(o *Options, st *inputs.Store, k *kernel.Extracted, machined string
 }
 
 // initramfsTree is the content of the initramfs.
-func initramfsTree(o *Options, k *kernel.Extracted, initBin, rootImage string) (*fstree.Tree, error) {
+func initramfsTree(o *Options, k *kernel.Extracted, initBin, machined, rootImage string) (*fstree.Tree, error) {
 	t := fstree.New()
 	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "sysroot", "etc"} {
 		if err := t.AddDir(d, 0o755); err != nil {
@@ -174,6 +180,9 @@ func initramfsTree(o *Options, k *kernel.Extracted, initBin, rootImage string) (
 		return nil, err
 	}
 	if err := t.AddFile("init", 0o755, initBin); err != nil {
+		return nil, err
+	}
+	if err := t.AddFile(InitramfsMachined, 0o755, machined); err != nil {
 		return nil, err
 	}
 	if err := t.AddData("etc/os-release", 0o644, []byte(osRelease(o.Board, o.Version))); err != nil {

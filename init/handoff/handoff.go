@@ -1,6 +1,7 @@
 // Package handoff holds what Kiln's init and machined agree on at run time: paths init
-// creates for machined to read. It has no code, so machined can import it without
-// pulling in init.
+// creates for machined to read, and how a machined that init started before the root
+// mount enters the root (EnterRoot, its only code). It needs nothing but x/sys, so
+// machined can import it without pulling in init.
 //
 // Init's boot phase loads, beside machined's start, what a node needs to be reachable:
 // the FAT filesystem of STATE with the hardware random number drivers (FATLoaded), and
@@ -42,3 +43,16 @@ const DriversLoaded = "/run/kiln/drivers-loaded"
 // machined waits for it before it applies a stored configuration, which may ask for
 // links or filesystems those modules provide; maintenance mode does not wait.
 const ModulesLoaded = "/run/kiln/modules-loaded"
+
+// Init starts machined from the initramfs, before it mounts the root filesystem, so
+// that machined's start (the longest step of a boot under emulation) overlaps the
+// mount. That machined finds EarlyEnv set to "1" and two descriptors: EarlyProcFD is
+// /proc/1, opened before the switch of root, and EarlyReadyFD is a pipe on which init
+// writes one byte once it has switched root. machined waits for the byte and then
+// enters init's root through /proc/1/root, before it touches any file. A machined
+// that init restarts later runs from the root (kiln.machined), without EarlyEnv.
+const (
+	EarlyEnv     = "KILN_EARLY_START"
+	EarlyProcFD  = 3
+	EarlyReadyFD = 4
+)

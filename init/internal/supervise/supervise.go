@@ -54,7 +54,9 @@ type Supervisor struct {
 	Env  []string
 	// Console receives the program's stdout and stderr (nil: init's own).
 	Console *os.File
-	Backoff Backoff
+	// ExtraFiles are given to the program as descriptors 3, 4, … at every start.
+	ExtraFiles []*os.File
+	Backoff    Backoff
 	// StopTimeout is how long the program gets after SIGTERM on shutdown.
 	StopTimeout time.Duration
 	Log         *slog.Logger
@@ -117,9 +119,13 @@ func (s *Supervisor) start() error {
 	if out == nil {
 		out = os.Stderr
 	}
+	files := []uintptr{devNull(), out.Fd(), out.Fd()}
+	for _, f := range s.ExtraFiles {
+		files = append(files, f.Fd())
+	}
 	attr := &syscall.ProcAttr{
 		Env:   s.Env,
-		Files: []uintptr{devNull(), out.Fd(), out.Fd()},
+		Files: files,
 		// Its own session and process group: signals for init's group do not reach it.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	}

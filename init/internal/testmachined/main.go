@@ -1,7 +1,8 @@
 // Command testmachined stands in for machined in init's QEMU test. First run: it
-// reports what init set up (PID 1 parent, read-only root, cgroup2, writable /etc,
-// coldplugged driver, init's RSS) and crashes. Second run (init restarted it): it
-// leaves an orphan for init to reap and asks PID 1 to power off with SIGUSR2.
+// enters the root when init started it from the initramfs, reports what init set up
+// (PID 1 parent, read-only root, cgroup2, writable /etc, coldplugged driver, init's
+// RSS) and crashes. Second run (init restarted it, from the root): it leaves an
+// orphan for init to reap and asks PID 1 to power off with SIGUSR2.
 package main
 
 import (
@@ -17,6 +18,12 @@ import (
 )
 
 func main() {
+	// Started from the initramfs, it enters the root as machined does.
+	early := os.Getenv(handoff.EarlyEnv) == "1"
+	if err := handoff.EnterRoot(); err != nil {
+		fmt.Printf("testmachined: %v\n", err)
+		os.Exit(3)
+	}
 	const counter = "/run/testmachined-runs"
 	b, _ := os.ReadFile(counter)
 	run := len(b) + 1
@@ -37,9 +44,9 @@ func main() {
 			cgroup2 = true
 		}
 	}
-	etcW := os.WriteFile("/etc/hostname", []byte("kiln-test\n"), 0o644) == nil
 	// Drivers load beside machined's start; like machined, wait for init's mark (hang
-	// protection only: without the mark the line below says drivers=false).
+	// protection only: without the mark the line below says drivers=false), and write
+	// to /etc only after a mark (package handoff).
 	drivers := false
 	for range 600 {
 		if _, err := os.Stat(handoff.DriversLoaded); err == nil {
@@ -48,13 +55,14 @@ func main() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	etcW := os.WriteFile("/etc/hostname", []byte("kiln-test\n"), 0o644) == nil
 	_, err := os.Stat("/sys/module/virtio_net")
 	coldplug := err == nil
 	_, err = os.Stat("/rootfs.sqsh")
 	initramfsFreed := os.IsNotExist(err)
 
-	fmt.Printf("testmachined: run=%d ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v initramfs-freed=%v init:%s\n",
-		run, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, initramfsFreed, vmRSS("/proc/1/status"))
+	fmt.Printf("testmachined: run=%d early=%v ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v initramfs-freed=%v init:%s\n",
+		run, early, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, initramfsFreed, vmRSS("/proc/1/status"))
 
 	if run == 1 {
 		os.Exit(7)

@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/kiln-os/kiln/init/handoff"
 	"github.com/kiln-os/kiln/machined/daemon"
 	"github.com/kiln-os/kiln/machined/server"
 )
@@ -117,6 +118,11 @@ func runProcess(ctx context.Context, root, listen, kmsg string, debugActions boo
 // console init gave it; the console itself gets the banner, the maintenance
 // instructions and the readiness line.
 func runNode(ctx context.Context, listen, kmsg string, debugActions bool, lvl slog.Level, stdout, stderr io.Writer) error {
+	// Started from the initramfs beside the root mount, machined waits for the
+	// switch of root before it opens any file.
+	if err := handoff.EnterRoot(); err != nil {
+		return err
+	}
 	if listen == "" {
 		listen = daemon.NodeListen
 	}
