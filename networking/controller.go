@@ -92,6 +92,10 @@ type Controller struct {
 	extraHosts []Host
 	names      Names // last written
 	kernelHost string
+	// binding counts the leases being installed (bound); boundCh is closed and
+	// replaced when one is done, for WaitAddress.
+	binding int
+	boundCh chan struct{}
 }
 
 type dhcpRun struct {
@@ -124,6 +128,7 @@ func New(opts Options) *Controller {
 		ra:               map[string]raSysctls{},
 		leases:           map[string]*dhcp.Lease{},
 		leases6:          map[string]*dhcp.Lease6{},
+		boundCh:          make(chan struct{}),
 	}
 	c.startV4 = c.startDHCP
 	return c
@@ -315,7 +320,15 @@ func (c *Controller) bound(name string, ls *dhcp.Lease) error {
 	c.leaseMu.Lock()
 	c.leases[name] = ls
 	claims := c.claims[name]
+	c.binding++
 	c.leaseMu.Unlock()
+	defer func() {
+		c.leaseMu.Lock()
+		c.binding--
+		close(c.boundCh)
+		c.boundCh = make(chan struct{})
+		c.leaseMu.Unlock()
+	}()
 	if err := c.writeNames(); err != nil {
 		return err
 	}
@@ -411,15 +424,23 @@ func GlobalAddrs() ([]netip.Addr, error) {
 }
 
 // WaitAddress waits until a link has a global unicast address (from the Spec or a
-// lease) or ctx ends; it reports whether one appeared.
+// lease) and no lease is half installed (its address in, its routes not yet), or
+// until ctx ends; it reports whether an address appeared. A finished lease wakes it
+// at once; other addresses are looked for every 50 ms.
 func (c *Controller) WaitAddress(ctx context.Context) bool {
 	for {
-		if as, err := GlobalAddrs(); err == nil && len(as) > 0 {
-			return true
+		c.leaseMu.Lock()
+		binding, bound := c.binding > 0, c.boundCh
+		c.leaseMu.Unlock()
+		if !binding {
+			if as, err := GlobalAddrs(); err == nil && len(as) > 0 {
+				return true
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return false
+		case <-bound:
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
