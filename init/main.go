@@ -1,11 +1,12 @@
 // Command init is Kiln's PID 1. It runs from the initramfs: mounts the kernel
-// filesystems, loads the modules the root mount needs (loop, squashfs), mounts the root
-// squashfs read-only through a loop device, switches into the root, and then
-// supervises machined (restart with backoff, orphan reaping) until machined or the
-// kernel asks for a reboot or power-off, which it carries out in order. Right after
-// the switch it starts machined and, while machined starts, loads STATE's FAT
-// filesystem, the network drivers and the other device drivers (by coldplug), marking
-// each step for machined (package handoff); then it starts a child of itself for the
+// filesystems, starts machined from the initramfs (machined waits for the root), loads
+// the modules the root mount needs (loop, squashfs), mounts the root squashfs
+// read-only through a loop device, binds machined into it, switches into the root, and
+// then supervises machined (restart with backoff, orphan reaping) until machined or the
+// kernel asks for a reboot or power-off, which it carries out in order. Right after the
+// switch it lets machined enter the root (package handoff) and, while machined starts,
+// loads STATE's FAT filesystem, the network drivers and the other device drivers (by
+// coldplug), marking each step for machined; then it starts a child of itself for the
 // remaining filesystems and the late modules, and re-executes itself as the
 // supervisor, which adopts machined.
 //
