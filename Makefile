@@ -117,6 +117,15 @@ bench-image: ## Assemble the generic-amd64 raw image from a warm cache, next to 
 bench-boot: ## QEMU (TCG) start → readiness and → first API call, direct and UEFI, next to a trivial-init floor.
 	$(GO) test ./tools/bench/boot -run '^$$' -bench Boot -benchtime 3x -count 1 -timeout 40m
 
+.PHONY: bench-boot-ab
+bench-boot-ab: ## bench-boot with the image of git revision REV (default HEAD~1) booted alternately beside it.
+	rm -rf _out/baseline _out/baseline-src
+	git worktree add -f --detach _out/baseline-src $(or $(REV),HEAD~1)
+	cd _out/baseline-src && $(GO) run ./tools/kctl image build --board generic-amd64 --format raw,kernel \
+	  --inputs $(CURDIR)/_out/cache --output $(CURDIR)/_out/baseline; \
+	  rc=$$?; cd $(CURDIR) && git worktree remove --force _out/baseline-src; exit $$rc
+	KILN_BOOT_BASELINE=$(CURDIR)/_out/baseline $(GO) test ./tools/bench/boot -run '^$$' -bench Boot -benchtime 3x -count 1 -timeout 60m
+
 .PHONY: bench-api
 bench-api: ## Benchmark apply-config round trip over mTLS and machined idle RSS.
 	$(GO) test ./tools/bench/api -run '^$$' -bench 'BenchmarkAPI' -benchtime 200x -count 1

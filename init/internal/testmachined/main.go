@@ -59,9 +59,16 @@ func main() {
 	_, err := os.Stat("/sys/module/virtio_net")
 	coldplug := err == nil
 	// The switch deletes the initramfs's files: init's own binary among them, which
-	// the supervising init (re-executed from /proc/self/exe) still runs.
-	exe, _ := os.Readlink("/proc/1/exe")
-	initramfsFreed := strings.HasSuffix(exe, " (deleted)")
+	// the supervising init (re-executed from /proc/self/exe) still runs. PID 1 may be
+	// in that exec now, so look again for a while (hang protection only).
+	initramfsFreed := false
+	for range 50 {
+		if exe, _ := os.Readlink("/proc/1/exe"); strings.HasSuffix(exe, " (deleted)") {
+			initramfsFreed = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	fmt.Printf("testmachined: run=%d early=%v ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v initramfs-freed=%v init:%s\n",
 		run, early, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, initramfsFreed, vmRSS("/proc/1/status"))

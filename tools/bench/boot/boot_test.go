@@ -7,6 +7,12 @@
 // Run with
 //
 //	go test ./tools/bench/boot -run '^$' -bench Boot -benchtime 3x -count 1 -timeout 30m
+//
+// With KILN_BOOT_BASELINE naming the output directory of another build of the
+// generic-amd64 image (raw and kernel formats; make bench-boot-ab builds one from a git
+// revision), each iteration boots that image too, and baseline-ready-ms, baseline-api-ms
+// and vs-baseline-ready-ms compare the two builds under the same host load: the host's
+// noise moves a single run by more than most changes to the boot.
 package boot
 
 import (
@@ -43,7 +49,11 @@ type image struct{ raw, kernel, initrd, cmdline string }
 var env struct {
 	skip        string
 	kiln, floor image
+	baseline    *image // KILN_BOOT_BASELINE, when set
 }
+
+// baselineEnv names the output directory of a baseline build of the image.
+const baselineEnv = "KILN_BOOT_BASELINE"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -81,7 +91,31 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if d := os.Getenv(baselineEnv); d != "" {
+		im, err := builtImage(d, b)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", baselineEnv, err)
+			return 1
+		}
+		env.baseline = &im
+	}
 	return m.Run()
+}
+
+// builtImage is the image the builder wrote to dir for board b (raw and kernel formats).
+func builtImage(dir string, b boards.Board) (image, error) {
+	base := filepath.Join(dir, b.Name())
+	cmdline, err := os.ReadFile(base + "-cmdline.txt")
+	if err != nil {
+		return image{}, err
+	}
+	im := image{raw: base + ".raw", kernel: base + "-vmlinuz", initrd: base + "-initramfs.zst", cmdline: strings.TrimSpace(string(cmdline))}
+	for _, p := range []string{im.raw, im.kernel, im.initrd} {
+		if _, err := os.Stat(p); err != nil {
+			return image{}, fmt.Errorf("not an image built with --format raw,kernel: %w", err)
+		}
+	}
+	return im, nil
 }
 
 // buildImages builds the node image and the floor image, which differs only in PID 1.
@@ -115,12 +149,11 @@ func buildImages(root, dir, inputsDir string, b boards.Board) error {
 		}); err != nil {
 			return fmt.Errorf("build the %s image: %w", x.name, err)
 		}
-		base := filepath.Join(out, b.Name())
-		cmdline, err := os.ReadFile(base + "-cmdline.txt")
+		im, err := builtImage(out, b)
 		if err != nil {
 			return err
 		}
-		*x.dst = image{raw: base + ".raw", kernel: base + "-vmlinuz", initrd: base + "-initramfs.zst", cmdline: strings.TrimSpace(string(cmdline))}
+		*x.dst = im
 	}
 	return nil
 }
@@ -146,12 +179,17 @@ func BenchmarkBoot(b *testing.B) {
 				b.Skip(env.skip)
 			}
 			uefi := method == "uefi"
-			var floor, ready, api time.Duration
+			var floor, ready, api, baseReady, baseAPI time.Duration
 			for b.Loop() {
 				floor += bootFloor(b, uefi)
-				r, a := bootNode(b, uefi)
+				r, a := bootNode(b, env.kiln, uefi)
 				ready += r
 				api += a
+				if env.baseline != nil {
+					r, a := bootNode(b, *env.baseline, uefi)
+					baseReady += r
+					baseAPI += a
+				}
 			}
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 			b.ReportMetric(ms(floor), "floor-ms")
@@ -159,6 +197,11 @@ func BenchmarkBoot(b *testing.B) {
 			b.ReportMetric(ms(api), "api-ms")
 			b.ReportMetric(ms(ready-floor), "extra-ready-ms")
 			b.ReportMetric(ms(api-floor), "extra-api-ms")
+			if env.baseline != nil {
+				b.ReportMetric(ms(baseReady), "baseline-ready-ms")
+				b.ReportMetric(ms(baseAPI), "baseline-api-ms")
+				b.ReportMetric(ms(ready-baseReady), "vs-baseline-ready-ms")
+			}
 		})
 	}
 }
@@ -176,14 +219,14 @@ func bootFloor(b *testing.B, uefi bool) time.Duration {
 	return time.Since(vm.Started())
 }
 
-// bootNode boots the node image and returns the times to its readiness line and to its
+// bootNode boots a node image and returns the times to its readiness line and to its
 // first answered Version call. The calls start at the readiness line, which machined
 // prints once it listens and has its address, so no answer can come earlier; calls
 // from QEMU's start (each a connection QEMU's user network tries to forward to a guest
 // without an address yet) slowed the guest's boot by about half a second.
-func bootNode(b *testing.B, uefi bool) (ready, api time.Duration) {
+func bootNode(b *testing.B, im image, uefi bool) (ready, api time.Duration) {
 	b.Helper()
-	vm, err := qemu.Start(context.Background(), env.kiln.config(uefi))
+	vm, err := qemu.Start(context.Background(), im.config(uefi))
 	if err != nil {
 		b.Fatal(err)
 	}
