@@ -124,7 +124,7 @@ bench-boot-ab: ## bench-boot with the image of git revision REV (default HEAD~1)
 	cd _out/baseline-src && $(GO) run ./tools/kctl image build --board generic-amd64 --format raw,kernel \
 	  --inputs $(CURDIR)/_out/cache --output $(CURDIR)/_out/baseline; \
 	  rc=$$?; cd $(CURDIR) && git worktree remove --force _out/baseline-src; exit $$rc
-	KILN_BOOT_BASELINE=$(CURDIR)/_out/baseline $(GO) test ./tools/bench/boot -run '^$$' -bench Boot -benchtime 3x -count 1 -timeout 60m
+	KILN_BOOT_BASELINE=$(CURDIR)/_out/baseline $(MAKE) bench-boot
 
 .PHONY: bench-api
 bench-api: ## Benchmark apply-config round trip over mTLS and machined idle RSS.

@@ -412,12 +412,18 @@ type nicedLoader struct {
 }
 
 func (l nicedLoader) Load(path string) error {
+	return atNice(l.nice, func() error { return l.Loader.Load(path) })
+}
+
+// atNice runs f on a thread set to a nice value (per thread on Linux; a child forked
+// from it inherits the value), put back to 0 afterwards.
+func atNice(nice int, f func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, l.nice); err == nil {
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err == nil {
 		defer unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
 	}
-	return l.Loader.Load(path)
+	return f()
 }
 
 // loadDrivers is the boot phase's last step, beside machined's start: it loads what
@@ -500,12 +506,7 @@ const remainingNice = 19
 // startNiced starts cmd with a nice value: the child's threads inherit the value of
 // the thread that forks it, which is set for the fork and then put back.
 func startNiced(cmd *exec.Cmd, nice int) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err == nil {
-		defer unix.Setpriority(unix.PRIO_PROCESS, 0, 0)
-	}
-	return cmd.Start()
+	return atNice(nice, cmd.Start)
 }
 
 func markDriversDone(log *slog.Logger) {
