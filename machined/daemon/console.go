@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // announce tells the console and the event bus that the machine API listens:
@@ -46,14 +48,24 @@ func (d *Daemon) announce() {
 		fmt.Fprintf(&b, "[kiln]   fingerprint: sha256:%s\n", fp)
 		fmt.Fprintf(&b, "[kiln]   apply one:   kctl apply-config --insecure -n %s -f controlplane.yaml\n", target)
 	}
-	b.WriteString(ReadinessLine(addr, mode, fp, addrs, hostname, d.opts.Platform))
+	b.WriteString(ReadinessLine(addr, mode, fp, addrs, hostname, d.opts.Platform, ownCPU()))
 	b.WriteString("\n")
 	// One write, so that the lines reach a shared console together.
 	_, _ = io.WriteString(d.opts.Console, b.String())
 }
 
+// ownCPU is the CPU time this process has used, in user and kernel mode; zero when
+// the kernel does not say.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // ReadinessLine formats the readiness line (see the package documentation).
-func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, platform string) string {
+func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, platform string, cpu time.Duration) string {
 	a := "none"
 	if len(addrs) > 0 {
 		a = joinAddrs(addrs, ",")
@@ -61,8 +73,8 @@ func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, 
 	if hostname == "" {
 		hostname = "none"
 	}
-	return fmt.Sprintf("[kiln] ready api=%s mode=%s fingerprint=sha256:%s addrs=%s hostname=%s platform=%s",
-		api, mode, fingerprint, a, hostname, platform)
+	return fmt.Sprintf("[kiln] ready api=%s mode=%s fingerprint=sha256:%s addrs=%s hostname=%s platform=%s cpu=%s",
+		api, mode, fingerprint, a, hostname, platform, cpu.Round(time.Millisecond))
 }
 
 func joinAddrs(addrs []netip.Addr, sep string) string {

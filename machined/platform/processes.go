@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Process is one entry of /proc.
@@ -17,7 +18,14 @@ type Process struct {
 	CommandLine string // argv joined by spaces
 	State       string // R, S, D, Z, ...
 	RSSBytes    uint64
+	// UserCPU and SystemCPU are the CPU time spent in user and in kernel mode
+	// since the process started.
+	UserCPU, SystemCPU time.Duration
 }
+
+// clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ, 100 on
+// every Linux architecture Kiln runs on).
+const clockTick = 10 * time.Millisecond
 
 // Processes lists the processes under proc (normally /proc), sorted by PID.
 // A process that exits while it is read is left out.
@@ -58,9 +66,10 @@ func Processes(proc string) ([]Process, error) {
 	return out, nil
 }
 
-// ParseStat reads the name, state and parent of a /proc/PID/stat line. The
-// name sits in parentheses and may itself hold spaces and parentheses, so
-// it runs to the last ')'.
+// ParseStat reads the name, state, parent and CPU times of a /proc/PID/stat
+// line. The name sits in parentheses and may itself hold spaces and
+// parentheses, so it runs to the last ')'. A line cut short after the parent
+// leaves the CPU times zero.
 func ParseStat(stat []byte) (Process, error) {
 	s := string(stat)
 	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
@@ -75,5 +84,20 @@ func ParseStat(stat []byte) (Process, error) {
 	if err != nil {
 		return Process{}, fmt.Errorf("bad ppid in %q", s)
 	}
-	return Process{Name: s[open+1 : end], State: rest[0], PPID: ppid}, nil
+	p := Process{Name: s[open+1 : end], State: rest[0], PPID: ppid}
+	// utime and stime are fields 14 and 15 of the line, rest[11] and rest[12].
+	if len(rest) > 12 {
+		for _, f := range []struct {
+			name string
+			s    string
+			d    *time.Duration
+		}{{"utime", rest[11], &p.UserCPU}, {"stime", rest[12], &p.SystemCPU}} {
+			ticks, err := strconv.ParseUint(f.s, 10, 63)
+			if err != nil {
+				return Process{}, fmt.Errorf("bad %s in %q", f.name, s)
+			}
+			*f.d = time.Duration(ticks) * clockTick
+		}
+	}
+	return p, nil
 }

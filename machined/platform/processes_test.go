@@ -3,6 +3,7 @@ package platform
 import (
 	"os"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -14,6 +15,9 @@ func TestParseStat(t *testing.T) {
 	}{
 		{"1 (kiln-init:supe) S 0 1 1 0 -1 4194560 ...", Process{Name: "kiln-init:supe", State: "S", PPID: 0}},
 		{"42 (a (b) c) R 7 42 42 0", Process{Name: "a (b) c", State: "R", PPID: 7}},
+		// A whole line of machined on a node: utime 86 and stime 84 ticks.
+		{"138 (machined) S 1 1 1 0 -1 4194560 934 0 0 0 86 84 0 0 20 0 9 0 31 1270829056 4373 18446744073709551615",
+			Process{Name: "machined", State: "S", PPID: 1, UserCPU: 860 * time.Millisecond, SystemCPU: 840 * time.Millisecond}},
 	} {
 		got, err := ParseStat([]byte(tt.in))
 		if err != nil {
@@ -23,8 +27,10 @@ func TestParseStat(t *testing.T) {
 			t.Errorf("ParseStat(%q) mismatch (-want +got):\n%s", tt.in, diff)
 		}
 	}
-	if _, err := ParseStat([]byte("garbage")); err == nil {
-		t.Errorf("ParseStat(garbage) succeeded")
+	for _, bad := range []string{"garbage", "7 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 0 0"} {
+		if _, err := ParseStat([]byte(bad)); err == nil {
+			t.Errorf("ParseStat(%q) succeeded", bad)
+		}
 	}
 }
 

@@ -68,6 +68,8 @@ type Process struct {
 	CommandLine string
 	State       string
 	RSSBytes    uint64
+	// UserCPU and SystemCPU are the CPU time spent in user and in kernel mode.
+	UserCPU, SystemCPU time.Duration
 }
 
 // Socket is a listening TCP socket or a bound UDP socket.

@@ -364,6 +364,8 @@ func (v *service) Processes(ctx context.Context, _ *machine.ProcessesRequest) (*
 			CommandLine: p.CommandLine,
 			State:       p.State,
 			RssBytes:    p.RSSBytes,
+			UserCpu:     durationpb.New(p.UserCPU),
+			SystemCpu:   durationpb.New(p.SystemCPU),
 		})
 	}
 	return resp, nil

@@ -3332,7 +3332,11 @@ type Process struct {
 	// Single-letter state as in /proc/PID/stat (R, S, D, Z, ...).
 	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
 	// Resident set size.
-	RssBytes      uint64 `protobuf:"varint,6,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	RssBytes uint64 `protobuf:"varint,6,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	// CPU time spent in user and in kernel mode since the process started, in
+	// steps of the kernel's clock tick (10 ms).
+	UserCpu       *durationpb.Duration `protobuf:"bytes,7,opt,name=user_cpu,json=userCpu,proto3" json:"user_cpu,omitempty"`
+	SystemCpu     *durationpb.Duration `protobuf:"bytes,8,opt,name=system_cpu,json=systemCpu,proto3" json:"system_cpu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3407,6 +3411,20 @@ func (x *Process) GetRssBytes() uint64 {
 		return x.RssBytes
 	}
 	return 0
+}
+
+func (x *Process) GetUserCpu() *durationpb.Duration {
+	if x != nil {
+		return x.UserCpu
+	}
+	return nil
+}
+
+func (x *Process) GetSystemCpu() *durationpb.Duration {
+	if x != nil {
+		return x.SystemCpu
+	}
+	return nil
 }
 
 type ProcessesResponse struct {
@@ -3677,14 +3695,17 @@ const file_machine_machine_proto_rawDesc = "" +
 	"\agateway\x18\x02 \x01(\tR\agateway\"F\n" +
 	"\x0eLeasesResponse\x124\n" +
 	"\x06leases\x18\x01 \x03(\v2\x1c.kiln.machine.v1alpha1.LeaseR\x06leases\"\x12\n" +
-	"\x10ProcessesRequest\"\x99\x01\n" +
+	"\x10ProcessesRequest\"\x89\x02\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\x12\x12\n" +
 	"\x04ppid\x18\x02 \x01(\x05R\x04ppid\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12!\n" +
 	"\fcommand_line\x18\x04 \x01(\tR\vcommandLine\x12\x14\n" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1b\n" +
-	"\trss_bytes\x18\x06 \x01(\x04R\brssBytes\"Q\n" +
+	"\trss_bytes\x18\x06 \x01(\x04R\brssBytes\x124\n" +
+	"\buser_cpu\x18\a \x01(\v2\x19.google.protobuf.DurationR\auserCpu\x128\n" +
+	"\n" +
+	"system_cpu\x18\b \x01(\v2\x19.google.protobuf.DurationR\tsystemCpu\"Q\n" +
 	"\x11ProcessesResponse\x12<\n" +
 	"\tprocesses\x18\x01 \x03(\v2\x1e.kiln.machine.v1alpha1.ProcessR\tprocesses*|\n" +
 	"\tApplyMode\x12\x13\n" +
@@ -3829,62 +3850,64 @@ var file_machine_machine_proto_depIdxs = []int32{
 	62, // 25: kiln.machine.v1alpha1.Lease.rebind:type_name -> google.protobuf.Timestamp
 	62, // 26: kiln.machine.v1alpha1.Lease.expires:type_name -> google.protobuf.Timestamp
 	54, // 27: kiln.machine.v1alpha1.LeasesResponse.leases:type_name -> kiln.machine.v1alpha1.Lease
-	58, // 28: kiln.machine.v1alpha1.ProcessesResponse.processes:type_name -> kiln.machine.v1alpha1.Process
-	1,  // 29: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
-	3,  // 30: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
-	5,  // 31: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
-	7,  // 32: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
-	10, // 33: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
-	13, // 34: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
-	18, // 35: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 36: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	18, // 37: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
-	20, // 38: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
-	22, // 39: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
-	24, // 40: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
-	26, // 41: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
-	28, // 42: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
-	30, // 43: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
-	57, // 44: kiln.machine.v1alpha1.MachineService.Processes:input_type -> kiln.machine.v1alpha1.ProcessesRequest
-	33, // 45: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
-	38, // 46: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
-	41, // 47: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
-	44, // 48: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
-	47, // 49: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
-	49, // 50: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
-	51, // 51: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
-	53, // 52: kiln.machine.v1alpha1.MachineService.Leases:input_type -> kiln.machine.v1alpha1.LeasesRequest
-	36, // 53: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
-	2,  // 54: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
-	4,  // 55: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
-	6,  // 56: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
-	9,  // 57: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
-	12, // 58: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
-	17, // 59: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
-	19, // 60: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 61: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	19, // 62: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
-	21, // 63: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
-	23, // 64: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
-	25, // 65: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
-	27, // 66: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
-	29, // 67: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
-	32, // 68: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
-	59, // 69: kiln.machine.v1alpha1.MachineService.Processes:output_type -> kiln.machine.v1alpha1.ProcessesResponse
-	35, // 70: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
-	40, // 71: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
-	43, // 72: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
-	46, // 73: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
-	48, // 74: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
-	50, // 75: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
-	52, // 76: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
-	56, // 77: kiln.machine.v1alpha1.MachineService.Leases:output_type -> kiln.machine.v1alpha1.LeasesResponse
-	37, // 78: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
-	54, // [54:79] is the sub-list for method output_type
-	29, // [29:54] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	61, // 28: kiln.machine.v1alpha1.Process.user_cpu:type_name -> google.protobuf.Duration
+	61, // 29: kiln.machine.v1alpha1.Process.system_cpu:type_name -> google.protobuf.Duration
+	58, // 30: kiln.machine.v1alpha1.ProcessesResponse.processes:type_name -> kiln.machine.v1alpha1.Process
+	1,  // 31: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:input_type -> kiln.machine.v1alpha1.ApplyConfigurationRequest
+	3,  // 32: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:input_type -> kiln.machine.v1alpha1.ConfirmConfigurationRequest
+	5,  // 33: kiln.machine.v1alpha1.MachineService.GetConfig:input_type -> kiln.machine.v1alpha1.GetConfigRequest
+	7,  // 34: kiln.machine.v1alpha1.MachineService.Version:input_type -> kiln.machine.v1alpha1.VersionRequest
+	10, // 35: kiln.machine.v1alpha1.MachineService.Disks:input_type -> kiln.machine.v1alpha1.DisksRequest
+	13, // 36: kiln.machine.v1alpha1.MachineService.ServiceList:input_type -> kiln.machine.v1alpha1.ServiceListRequest
+	18, // 37: kiln.machine.v1alpha1.MachineService.ServiceStart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 38: kiln.machine.v1alpha1.MachineService.ServiceStop:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	18, // 39: kiln.machine.v1alpha1.MachineService.ServiceRestart:input_type -> kiln.machine.v1alpha1.ServiceRequest
+	20, // 40: kiln.machine.v1alpha1.MachineService.Logs:input_type -> kiln.machine.v1alpha1.LogsRequest
+	22, // 41: kiln.machine.v1alpha1.MachineService.Dmesg:input_type -> kiln.machine.v1alpha1.DmesgRequest
+	24, // 42: kiln.machine.v1alpha1.MachineService.Events:input_type -> kiln.machine.v1alpha1.EventsRequest
+	26, // 43: kiln.machine.v1alpha1.MachineService.Reboot:input_type -> kiln.machine.v1alpha1.RebootRequest
+	28, // 44: kiln.machine.v1alpha1.MachineService.Shutdown:input_type -> kiln.machine.v1alpha1.ShutdownRequest
+	30, // 45: kiln.machine.v1alpha1.MachineService.Mounts:input_type -> kiln.machine.v1alpha1.MountsRequest
+	57, // 46: kiln.machine.v1alpha1.MachineService.Processes:input_type -> kiln.machine.v1alpha1.ProcessesRequest
+	33, // 47: kiln.machine.v1alpha1.MachineService.Netstat:input_type -> kiln.machine.v1alpha1.NetstatRequest
+	38, // 48: kiln.machine.v1alpha1.MachineService.Links:input_type -> kiln.machine.v1alpha1.LinksRequest
+	41, // 49: kiln.machine.v1alpha1.MachineService.Addresses:input_type -> kiln.machine.v1alpha1.AddressesRequest
+	44, // 50: kiln.machine.v1alpha1.MachineService.Routes:input_type -> kiln.machine.v1alpha1.RoutesRequest
+	47, // 51: kiln.machine.v1alpha1.MachineService.Resolvers:input_type -> kiln.machine.v1alpha1.ResolversRequest
+	49, // 52: kiln.machine.v1alpha1.MachineService.Hostname:input_type -> kiln.machine.v1alpha1.HostnameRequest
+	51, // 53: kiln.machine.v1alpha1.MachineService.TimeStatus:input_type -> kiln.machine.v1alpha1.TimeStatusRequest
+	53, // 54: kiln.machine.v1alpha1.MachineService.Leases:input_type -> kiln.machine.v1alpha1.LeasesRequest
+	36, // 55: kiln.machine.v1alpha1.MachineService.DebugAction:input_type -> kiln.machine.v1alpha1.DebugActionRequest
+	2,  // 56: kiln.machine.v1alpha1.MachineService.ApplyConfiguration:output_type -> kiln.machine.v1alpha1.ApplyConfigurationResponse
+	4,  // 57: kiln.machine.v1alpha1.MachineService.ConfirmConfiguration:output_type -> kiln.machine.v1alpha1.ConfirmConfigurationResponse
+	6,  // 58: kiln.machine.v1alpha1.MachineService.GetConfig:output_type -> kiln.machine.v1alpha1.GetConfigResponse
+	9,  // 59: kiln.machine.v1alpha1.MachineService.Version:output_type -> kiln.machine.v1alpha1.VersionResponse
+	12, // 60: kiln.machine.v1alpha1.MachineService.Disks:output_type -> kiln.machine.v1alpha1.DisksResponse
+	17, // 61: kiln.machine.v1alpha1.MachineService.ServiceList:output_type -> kiln.machine.v1alpha1.ServiceListResponse
+	19, // 62: kiln.machine.v1alpha1.MachineService.ServiceStart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 63: kiln.machine.v1alpha1.MachineService.ServiceStop:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	19, // 64: kiln.machine.v1alpha1.MachineService.ServiceRestart:output_type -> kiln.machine.v1alpha1.ServiceResponse
+	21, // 65: kiln.machine.v1alpha1.MachineService.Logs:output_type -> kiln.machine.v1alpha1.LogChunk
+	23, // 66: kiln.machine.v1alpha1.MachineService.Dmesg:output_type -> kiln.machine.v1alpha1.DmesgEntry
+	25, // 67: kiln.machine.v1alpha1.MachineService.Events:output_type -> kiln.machine.v1alpha1.Event
+	27, // 68: kiln.machine.v1alpha1.MachineService.Reboot:output_type -> kiln.machine.v1alpha1.RebootResponse
+	29, // 69: kiln.machine.v1alpha1.MachineService.Shutdown:output_type -> kiln.machine.v1alpha1.ShutdownResponse
+	32, // 70: kiln.machine.v1alpha1.MachineService.Mounts:output_type -> kiln.machine.v1alpha1.MountsResponse
+	59, // 71: kiln.machine.v1alpha1.MachineService.Processes:output_type -> kiln.machine.v1alpha1.ProcessesResponse
+	35, // 72: kiln.machine.v1alpha1.MachineService.Netstat:output_type -> kiln.machine.v1alpha1.NetstatResponse
+	40, // 73: kiln.machine.v1alpha1.MachineService.Links:output_type -> kiln.machine.v1alpha1.LinksResponse
+	43, // 74: kiln.machine.v1alpha1.MachineService.Addresses:output_type -> kiln.machine.v1alpha1.AddressesResponse
+	46, // 75: kiln.machine.v1alpha1.MachineService.Routes:output_type -> kiln.machine.v1alpha1.RoutesResponse
+	48, // 76: kiln.machine.v1alpha1.MachineService.Resolvers:output_type -> kiln.machine.v1alpha1.ResolversResponse
+	50, // 77: kiln.machine.v1alpha1.MachineService.Hostname:output_type -> kiln.machine.v1alpha1.HostnameResponse
+	52, // 78: kiln.machine.v1alpha1.MachineService.TimeStatus:output_type -> kiln.machine.v1alpha1.TimeStatusResponse
+	56, // 79: kiln.machine.v1alpha1.MachineService.Leases:output_type -> kiln.machine.v1alpha1.LeasesResponse
+	37, // 80: kiln.machine.v1alpha1.MachineService.DebugAction:output_type -> kiln.machine.v1alpha1.DebugActionResponse
+	56, // [56:81] is the sub-list for method output_type
+	31, // [31:56] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_machine_machine_proto_init() }

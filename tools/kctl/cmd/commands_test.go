@@ -113,7 +113,7 @@ func TestNodeCalls(t *testing.T) {
 		{
 			name:    "processes",
 			args:    []string{"get", "processes"},
-			wantOut: "NODE" + strings.Repeat(" ", len(node)-1) + "PID   PPID   STATE   RSS     NAME             COMMAND\n" + node + "   1     0      S       3 MiB   kiln-init:supe   kiln-init:supervise\n",
+			wantOut: "NODE" + strings.Repeat(" ", len(node)-1) + "PID   PPID   STATE   RSS     CPU     NAME             COMMAND\n" + node + "   1     0      S       3 MiB   5.79s   kiln-init:supe   kiln-init:supervise\n",
 		},
 		{
 			name:    "apply",

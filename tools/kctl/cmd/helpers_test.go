@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kiln-os/kiln/machined/api/machine"
@@ -94,7 +95,8 @@ func (f *fakeNode) Disks(context.Context, *machine.DisksRequest) (*machine.Disks
 
 func (f *fakeNode) Processes(context.Context, *machine.ProcessesRequest) (*machine.ProcessesResponse, error) {
 	return &machine.ProcessesResponse{Processes: []*machine.Process{
-		{Pid: 1, Name: "kiln-init:supe", State: "S", RssBytes: 3 << 20, CommandLine: "kiln-init:supervise"},
+		{Pid: 1, Name: "kiln-init:supe", State: "S", RssBytes: 3 << 20, CommandLine: "kiln-init:supervise",
+			UserCpu: durationpb.New(1230 * time.Millisecond), SystemCpu: durationpb.New(4560 * time.Millisecond)},
 	}}, nil
 }
 

@@ -11,17 +11,20 @@ import (
 )
 
 type processRow struct {
-	Node        string `json:"node" yaml:"node"`
-	PID         int32  `json:"pid" yaml:"pid"`
-	PPID        int32  `json:"ppid" yaml:"ppid"`
-	Name        string `json:"name" yaml:"name"`
-	State       string `json:"state" yaml:"state"`
-	RSSBytes    uint64 `json:"rssBytes" yaml:"rssBytes"`
-	CommandLine string `json:"commandLine" yaml:"commandLine"`
+	Node     string `json:"node" yaml:"node"`
+	PID      int32  `json:"pid" yaml:"pid"`
+	PPID     int32  `json:"ppid" yaml:"ppid"`
+	Name     string `json:"name" yaml:"name"`
+	State    string `json:"state" yaml:"state"`
+	RSSBytes uint64 `json:"rssBytes" yaml:"rssBytes"`
+	// CPU time in user and kernel mode, in seconds.
+	UserCPU     float64 `json:"userCPU" yaml:"userCPU"`
+	SystemCPU   float64 `json:"systemCPU" yaml:"systemCPU"`
+	CommandLine string  `json:"commandLine" yaml:"commandLine"`
 }
 
 func newGetProcessesCommand(g *globals) *cobra.Command {
-	return getView(g, "processes", "List the processes of each node with their resident memory",
+	return getView(g, "processes", "List the processes of each node with their resident memory and CPU time",
 		func(ctx context.Context, c *client.Client) (*machine.ProcessesResponse, error) {
 			return c.Processes(ctx, &machine.ProcessesRequest{})
 		},
@@ -29,13 +32,15 @@ func newGetProcessesCommand(g *globals) *cobra.Command {
 			var out []processRow
 			for _, p := range r.GetProcesses() {
 				out = append(out, processRow{Node: node, PID: p.GetPid(), PPID: p.GetPpid(), Name: p.GetName(),
-					State: p.GetState(), RSSBytes: p.GetRssBytes(), CommandLine: p.GetCommandLine()})
+					State: p.GetState(), RSSBytes: p.GetRssBytes(), CommandLine: p.GetCommandLine(),
+					UserCPU: p.GetUserCpu().AsDuration().Seconds(), SystemCPU: p.GetSystemCpu().AsDuration().Seconds()})
 			}
 			return out
 		},
-		[]string{"NODE", "PID", "PPID", "STATE", "RSS", "NAME", "COMMAND"},
+		[]string{"NODE", "PID", "PPID", "STATE", "RSS", "CPU", "NAME", "COMMAND"},
 		func(p processRow) []string {
-			return []string{p.Node, fmt.Sprint(p.PID), fmt.Sprint(p.PPID), p.State, bytesHuman(p.RSSBytes), p.Name, p.CommandLine}
+			return []string{p.Node, fmt.Sprint(p.PID), fmt.Sprint(p.PPID), p.State, bytesHuman(p.RSSBytes),
+				fmt.Sprintf("%.2fs", p.UserCPU+p.SystemCPU), p.Name, p.CommandLine}
 		})
 }
 
