@@ -85,19 +85,21 @@ func ParseStat(stat []byte) (Process, error) {
 		return Process{}, fmt.Errorf("bad ppid in %q", s)
 	}
 	p := Process{Name: s[open+1 : end], State: rest[0], PPID: ppid}
-	// utime and stime are fields 14 and 15 of the line, rest[11] and rest[12].
+	// utime and stime are fields 14 and 15 of the line: rest[11] and rest[12].
 	if len(rest) > 12 {
-		for _, f := range []struct {
-			name string
-			s    string
-			d    *time.Duration
-		}{{"utime", rest[11], &p.UserCPU}, {"stime", rest[12], &p.SystemCPU}} {
-			ticks, err := strconv.ParseUint(f.s, 10, 63)
-			if err != nil {
-				return Process{}, fmt.Errorf("bad %s in %q", f.name, s)
-			}
-			*f.d = time.Duration(ticks) * clockTick
+		var err error
+		if p.UserCPU, err = ticks(rest[11]); err != nil {
+			return Process{}, fmt.Errorf("bad utime in %q", s)
+		}
+		if p.SystemCPU, err = ticks(rest[12]); err != nil {
+			return Process{}, fmt.Errorf("bad stime in %q", s)
 		}
 	}
 	return p, nil
+}
+
+// ticks converts a count of clock ticks from /proc to a duration.
+func ticks(v string) (time.Duration, error) {
+	n, err := strconv.ParseUint(v, 10, 63)
+	return time.Duration(n) * clockTick, err
 }

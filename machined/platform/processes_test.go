@@ -27,7 +27,7 @@ func TestParseStat(t *testing.T) {
 			t.Errorf("ParseStat(%q) mismatch (-want +got):\n%s", tt.in, diff)
 		}
 	}
-	for _, bad := range []string{"garbage", "7 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 0 0"} {
+	for _, bad := range []string{"garbage", "7 (x) S 1 1 1 0 -1 0 0 0 0 0 ten 0 0", "7 (x) S 1 1 1 0 -1 0 0 0 0 0 1 -2 0"} {
 		if _, err := ParseStat([]byte(bad)); err == nil {
 			t.Errorf("ParseStat(%q) succeeded", bad)
 		}
