@@ -208,3 +208,35 @@ func callCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// checkEmulationArgs checks, from the node's kernel log, that the harness's arguments
+// for a guest under TCG (qemu.EmulationKernelArgs) reached the kernel after the
+// image's own (on a UEFI boot through systemd-stub's SMBIOS string) and took effect:
+// the last pti= is pti=auto, and the kernel did not force page-table isolation.
+func checkEmulationArgs(t *testing.T, kctlconfig, addr string) {
+	t.Helper()
+	out := mustKctl(t, kctlconfig, "-n", addr, "dmesg")
+	var cmdline string
+	for _, l := range strings.Split(out, "\n") {
+		if _, c, ok := strings.Cut(l, "] Command line: "); ok {
+			cmdline = c
+			break
+		}
+	}
+	if cmdline == "" {
+		t.Fatalf("kctl dmesg has no \"Command line:\" entry:\n%s", out)
+	}
+	want := qemu.EmulationKernelArgs(&qemu.Config{Arch: qemu.AMD64, Accel: qemu.TCG})
+	var last string
+	for _, f := range strings.Fields(cmdline) {
+		if strings.HasPrefix(f, "pti=") {
+			last = f
+		}
+	}
+	if last != want {
+		t.Errorf("kernel command line %q: last pti= is %q, want %q from the harness", cmdline, last, want)
+	}
+	if strings.Contains(out, "page tables isolation: force enabled") {
+		t.Errorf("the kernel forced page-table isolation under TCG:\n%s", out)
+	}
+}

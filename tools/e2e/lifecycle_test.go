@@ -50,6 +50,7 @@ func TestUEFILifecycle(t *testing.T) {
 		if v.Hostname != hostname {
 			t.Errorf("hostname over mTLS = %q, want %q", v.Hostname, hostname)
 		}
+		checkEmulationArgs(t, kc, addr)
 		// The new identity: without a client certificate the node now refuses.
 		if out, err := runKctl(t, kc, "--insecure", "-n", addr, "get", "config"); err == nil {
 			t.Errorf("kctl --insecure get config after the apply succeeded, want a refusal:\n%s", out)

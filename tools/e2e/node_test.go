@@ -38,6 +38,7 @@ func TestDirectBootViewsAndCrash(t *testing.T) {
 	if v := waitConfigured(t, kc, addr); v.Hostname != hostname {
 		t.Errorf("hostname = %q, want %q", v.Hostname, hostname)
 	}
+	checkEmulationArgs(t, kc, addr)
 	c := adminClient(t, kc, addr)
 
 	t.Run("e_readonly_root_only_api_listens", func(t *testing.T) {

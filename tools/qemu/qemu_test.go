@@ -23,15 +23,35 @@ func TestArgs(t *testing.T) {
 		{
 			name: "amd64 direct TCG",
 			cfg:  Config{Arch: AMD64, Accel: TCG, Kernel: "/k", Initrd: "/i", Append: "quiet", MemoryMiB: 512, CPUs: 1, GuestPort: 50000, HostPort: 4242},
-			want: []string{"-M", "q35", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0 quiet", "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:4242-:50000"},
-			not:  []string{"-no-reboot", "-cpu", "if=pflash"},
+			want: []string{"-M", "q35", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0 quiet pti=auto", "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:4242-:50000"},
+			not:  []string{"-no-reboot", "-cpu", "if=pflash", "-smbios"},
+		},
+		{
+			name: "amd64 UEFI TCG",
+			cfg:  Config{Arch: AMD64, Accel: TCG, UEFI: true, FirmwareCode: "/code.fd", Disk: "/d", GuestPort: -1},
+			f:    files{overlay: "/o.qcow2", vars: "/vars.fd"},
+			want: []string{"-M", "q35", "-smbios", "type=11,value=io.systemd.stub.kernel-cmdline-extra=pti=auto", "-drive", "if=none,id=disk0,format=qcow2,file=/o.qcow2"},
+			not:  []string{"-kernel", "-append"},
+		},
+		{
+			name: "amd64 KVM keeps the image's isolation",
+			cfg:  Config{Arch: AMD64, Accel: KVM, Kernel: "/k", Append: "pti=on", GuestPort: -1},
+			want: []string{"-cpu", "host", "-append", "console=ttyS0 pti=on"},
+			not:  []string{"pti=auto", "-smbios"},
+		},
+		{
+			name: "amd64 UEFI KVM",
+			cfg:  Config{Arch: AMD64, Accel: KVM, UEFI: true, FirmwareCode: "/code.fd", Disk: "/d", GuestPort: -1},
+			f:    files{overlay: "/o.qcow2", vars: "/vars.fd"},
+			want: []string{"-cpu", "host"},
+			not:  []string{"-smbios", "pti="},
 		},
 		{
 			name: "arm64 UEFI disk no reboot",
 			cfg:  Config{Arch: ARM64, Accel: TCG, UEFI: true, FirmwareCode: "/code.fd", Disk: "/d", NoReboot: true, GuestPort: -1},
 			f:    files{overlay: "/o,1.qcow2", vars: "/vars.fd"},
 			want: []string{"-M", "virt", "-cpu", "cortex-a72", "-no-reboot", "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/code.fd", "-drive", "if=pflash,format=raw,unit=1,file=/vars.fd", "-drive", "if=none,id=disk0,format=qcow2,file=/o,,1.qcow2"},
-			not:  []string{"-netdev", "-kernel"},
+			not:  []string{"-netdev", "-kernel", "-smbios"},
 		},
 		{
 			name: "caller console kept",
