@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,7 +75,7 @@ func bootInQEMU(t *testing.T, early bool) {
 		write(filepath.Join(root, "sbin", "machined"), machined, 0o755)
 	}
 	write(filepath.Join(root, "etc", "os-release"), []byte("ID=kiln\n"), 0o644)
-	mj, err := json.Marshal(manifest)
+	mj, err := manifest.Text()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func TestInitramfsListing(t *testing.T) {
 		InitramfsMachined: 0o100755,
 		"dev/console":     0o020600,
 		RootImage:         0o100644,
-		"lib/modules/6.12.95+deb12-amd64/kiln-modules.json":              0o100644,
+		"lib/modules/6.12.95+deb12-amd64/kiln-modules.txt":               0o100644,
 		"lib/modules/6.12.95+deb12-amd64/kernel/fs/squashfs/squashfs.ko": 0o100644,
 		"lib/modules/6.12.95+deb12-amd64/kernel/drivers/block/loop.ko":   0o100644,
 	}
@@ -225,7 +225,7 @@ func TestSquashfsListing(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"/" + MachinedPath, "/" + CABundle, "/usr/lib/os-release",
-		"/lib/modules/6.12.95+deb12-amd64/kiln-modules.json",
+		"/lib/modules/6.12.95+deb12-amd64/kiln-modules.txt",
 		"/lib/modules/6.12.95+deb12-amd64/kernel/drivers/net/vxlan/vxlan.ko",
 		"/lib/modules/6.12.95+deb12-amd64/kernel/drivers/block/virtio_blk.ko"} {
 		if _, ok := got[n]; !ok {

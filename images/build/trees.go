@@ -112,11 +112,11 @@ func addModules(t *fstree.Tree, k *kernel.Extracted, mods []kmod.Module) error {
 			return err
 		}
 	}
-	js, err := kernel.ManifestJSON(k.Manifest)
+	text, err := k.Manifest.Text()
 	if err != nil {
 		return err
 	}
-	return t.AddData(kmod.ManifestPath(k.Release), 0o644, js)
+	return t.AddData(kmod.ManifestPath(k.Release), 0o644, text)
 }
 
 // rootTree is the content of the root squashfs.

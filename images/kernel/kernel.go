@@ -203,12 +203,3 @@ func writeFile(p string, r io.Reader) error {
 	}
 	return f.Close()
 }
-
-// ManifestJSON is the manifest as written into the images.
-func ManifestJSON(m *kmod.Manifest) ([]byte, error) {
-	js, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(js, '\n'), nil
-}

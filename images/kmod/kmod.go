@@ -164,7 +164,68 @@ type Manifest struct {
 }
 
 // ManifestPath is where the manifest sits in the initramfs and the root filesystem.
-func ManifestPath(release string) string { return "lib/modules/" + release + "/kiln-modules.json" }
+func ManifestPath(release string) string { return "lib/modules/" + release + "/kiln-modules.txt" }
+
+// Text is the manifest as the images carry it: lines of words separated by spaces,
+// which init reads without a JSON decoder (under emulation, decoding the JSON form
+// of a whole kernel's manifest took init about 0.1 s before it could mount the root).
+//
+//	# comment
+//	kernel RELEASE
+//	builtin NAME...
+//	module NAME STAGE PATH [depends=NAME,...] [alias=PATTERN]...
+//
+// Modules are listed in load order. A word holds no white space, which Text checks
+// (module names, paths and device alias patterns have none).
+func (m *Manifest) Text() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString("# Kiln module manifest: module NAME STAGE PATH [depends=NAME,...] [alias=PATTERN]..., in load order\n")
+	bad := func(what, w string) error {
+		if w == "" || strings.ContainsAny(w, " \t\r\n") {
+			return fmt.Errorf("module manifest: %s %q is empty or has white space", what, w)
+		}
+		return nil
+	}
+	if err := bad("kernel release", m.Kernel); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(&b, "kernel %s\n", m.Kernel)
+	if len(m.Builtin) > 0 {
+		for _, n := range m.Builtin {
+			if err := bad("built-in module", n); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&b, "builtin %s\n", strings.Join(m.Builtin, " "))
+	}
+	for _, mod := range m.Modules {
+		for _, w := range []struct{ what, v string }{{"module name", mod.Name}, {"stage of " + mod.Name, string(mod.Stage)}, {"path of " + mod.Name, mod.Path}} {
+			if err := bad(w.what, w.v); err != nil {
+				return nil, err
+			}
+		}
+		fmt.Fprintf(&b, "module %s %s %s", mod.Name, mod.Stage, mod.Path)
+		if len(mod.Depends) > 0 {
+			for _, d := range mod.Depends {
+				if err := bad("dependency of "+mod.Name, d); err != nil {
+					return nil, err
+				}
+				if strings.Contains(d, ",") {
+					return nil, fmt.Errorf("module manifest: dependency %q of %s has a comma", d, mod.Name)
+				}
+			}
+			fmt.Fprintf(&b, " depends=%s", strings.Join(mod.Depends, ","))
+		}
+		for _, a := range mod.Aliases {
+			if err := bad("alias of "+mod.Name, a); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(&b, " alias=%s", a)
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes(), nil
+}
 
 // Source is what Resolve needs to know about the kernel package.
 type Source struct {

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -41,17 +40,13 @@ func describe() string {
 	if st, err := os.Stat("/rootfs.sqsh"); err == nil && st.Size() > 0 {
 		root = "present"
 	}
+	// The manifest's early modules (images/kmod.Manifest.Text: "module NAME STAGE PATH ...").
 	early := -1
-	if b, err := os.ReadFile("/lib/modules/" + rel.String() + "/kiln-modules.json"); err == nil {
-		var m struct {
-			Modules []struct{ Stage string } `json:"modules"`
-		}
-		if json.Unmarshal(b, &m) == nil {
-			early = 0
-			for _, mod := range m.Modules {
-				if mod.Stage == "early" {
-					early++
-				}
+	if b, err := os.ReadFile("/lib/modules/" + rel.String() + "/kiln-modules.txt"); err == nil {
+		early = 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[0] == "module" && f[2] == "early" {
+				early++
 			}
 		}
 	}

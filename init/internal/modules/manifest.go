@@ -1,7 +1,6 @@
 package modules
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -13,22 +12,22 @@ const (
 	Late  = "late"  // in the root filesystem, loaded on demand (coldplug)
 )
 
-// Module is one manifest entry. The JSON shape is images/kmod.Module's; init keeps its
-// own copy so PID 1 does not link the builder's ELF and xz readers (a test checks the
-// two stay compatible).
+// Module is one manifest entry, as images/kmod.Module. Init keeps its own copy so PID 1
+// does not link the builder's ELF and xz readers (a test checks the two stay
+// compatible).
 type Module struct {
-	Name    string   `json:"name"`
-	Path    string   `json:"path"` // relative to the filesystem root
-	Stage   string   `json:"stage"`
-	Depends []string `json:"depends,omitempty"`
-	Aliases []string `json:"aliases,omitempty"`
+	Name    string
+	Path    string // relative to the filesystem root
+	Stage   string
+	Depends []string
+	Aliases []string
 }
 
 // Manifest lists the modules of one kernel in load order.
 type Manifest struct {
-	Kernel  string   `json:"kernel"`
-	Modules []Module `json:"modules"`
-	Builtin []string `json:"builtin,omitempty"`
+	Kernel  string
+	Modules []Module
+	Builtin []string
 
 	index map[string]int
 	// byBus indexes alias patterns by their literal bus prefix ("pci", "virtio"); the
@@ -44,7 +43,7 @@ type aliasRef struct {
 
 // ManifestPath is where the manifest of a kernel release sits below a root.
 func ManifestPath(release string) string {
-	return "lib/modules/" + release + "/kiln-modules.json"
+	return "lib/modules/" + release + "/kiln-modules.txt"
 }
 
 // Read reads and checks a manifest file.
@@ -56,12 +55,55 @@ func Read(path string) (*Manifest, error) {
 	return Parse(b)
 }
 
-// Parse decodes a manifest and checks that every dependency is listed (or built in)
-// before the module that needs it.
+// Parse reads a manifest in the text form images/kmod writes (kmod.Manifest.Text) and
+// checks that every dependency is listed (or built in) before the module that needs
+// it. An error names the line.
 func Parse(b []byte) (*Manifest, error) {
 	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("module manifest: %w", err)
+	text := string(b)
+	for n := 1; text != ""; n++ {
+		var line string
+		line, text, _ = strings.Cut(text, "\n")
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		bad := func(format string, a ...any) error {
+			return fmt.Errorf("module manifest line %d: %s", n, fmt.Sprintf(format, a...))
+		}
+		switch f[0] {
+		case "kernel":
+			if len(f) != 2 {
+				return nil, bad("want kernel RELEASE")
+			}
+			m.Kernel = f[1]
+		case "builtin":
+			m.Builtin = append(m.Builtin, f[1:]...)
+		case "module":
+			if len(f) < 4 {
+				return nil, bad("want module NAME STAGE PATH [depends=NAME,...] [alias=PATTERN]...")
+			}
+			mod := Module{Name: f[1], Stage: f[2], Path: f[3]}
+			for _, attr := range f[4:] {
+				key, v, _ := strings.Cut(attr, "=")
+				switch {
+				case v == "":
+					return nil, bad("%s: %q: want depends=NAME,... or alias=PATTERN", mod.Name, attr)
+				case key == "depends":
+					mod.Depends = append(mod.Depends, strings.Split(v, ",")...)
+				case key == "alias":
+					mod.Aliases = append(mod.Aliases, v)
+				default:
+					return nil, bad("%s: unknown attribute %q", mod.Name, key)
+				}
+			}
+			m.Modules = append(m.Modules, mod)
+		default:
+			return nil, bad("unknown entry %q", f[0])
+		}
+	}
+	if m.Kernel == "" {
+		return nil, fmt.Errorf("module manifest: no kernel line")
 	}
 	if err := m.check(); err != nil {
 		return nil, err

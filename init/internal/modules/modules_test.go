@@ -1,7 +1,6 @@
 package modules
 
 import (
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -47,21 +46,18 @@ func TestGlob(t *testing.T) {
 	}
 }
 
-const testManifest = `{
-  "kernel": "6.12.95+deb12-amd64",
-  "modules": [
-    {"name": "crc16", "path": "lib/modules/r/crc16.ko.xz", "stage": "early"},
-    {"name": "mbcache", "path": "lib/modules/r/mbcache.ko.xz", "stage": "early"},
-    {"name": "jbd2", "path": "lib/modules/r/jbd2.ko.xz", "stage": "early"},
-    {"name": "ext4", "path": "lib/modules/r/ext4.ko.xz", "stage": "early", "depends": ["crc16", "mbcache", "jbd2"], "aliases": ["fs-ext4"]},
-    {"name": "virtio_blk", "path": "lib/modules/r/virtio_blk.ko.xz", "stage": "early", "depends": ["virtio"], "aliases": ["virtio:d00000002v*"]},
-    {"name": "failover", "path": "lib/modules/r/failover.ko.xz", "stage": "late"},
-    {"name": "net_failover", "path": "lib/modules/r/net_failover.ko.xz", "stage": "late", "depends": ["failover"]},
-    {"name": "virtio_net", "path": "lib/modules/r/virtio_net.ko.xz", "stage": "late", "depends": ["net_failover"], "aliases": ["virtio:d00000001v*"]},
-    {"name": "virtio_pci_ext", "path": "lib/modules/r/virtio_pci_ext.ko.xz", "stage": "late", "aliases": ["pci:v00001AF4d*sv*sd*bc*sc*i*"]}
-  ],
-  "builtin": ["virtio"]
-}`
+const testManifest = `kernel 6.12.95+deb12-amd64
+builtin virtio
+module crc16 early lib/modules/r/crc16.ko.xz
+module mbcache early lib/modules/r/mbcache.ko.xz
+module jbd2 early lib/modules/r/jbd2.ko.xz
+module ext4 early lib/modules/r/ext4.ko.xz depends=crc16,mbcache,jbd2 alias=fs-ext4
+module virtio_blk early lib/modules/r/virtio_blk.ko.xz depends=virtio alias=virtio:d00000002v*
+module failover late lib/modules/r/failover.ko.xz
+module net_failover late lib/modules/r/net_failover.ko.xz depends=failover
+module virtio_net late lib/modules/r/virtio_net.ko.xz depends=net_failover alias=virtio:d00000001v*
+module virtio_pci_ext late lib/modules/r/virtio_pci_ext.ko.xz alias=pci:v00001AF4d*sv*sd*bc*sc*i*
+`
 
 func TestParseManifest(t *testing.T) {
 	m, err := Parse([]byte(testManifest))
@@ -77,16 +73,20 @@ func TestParseManifest(t *testing.T) {
 	}
 
 	for _, tt := range []struct {
-		name, json, want string
+		name, text, want string
 	}{
-		{"dependency after user", `{"modules":[{"name":"a","path":"a.ko","depends":["b"]},{"name":"b","path":"b.ko"}]}`, "a depends on b, which is listed after it"},
-		{"duplicate", `{"modules":[{"name":"a","path":"a.ko"},{"name":"a","path":"a.ko"}]}`, "a listed twice"},
-		{"no path", `{"modules":[{"name":"a"}]}`, "entry 0: name and path are required"},
-		{"not json", `{`, "module manifest"},
+		{"dependency after user", "kernel r\nmodule a early a.ko depends=b\nmodule b early b.ko\n", "a depends on b, which is listed after it"},
+		{"duplicate", "kernel r\nmodule a early a.ko\nmodule a early a.ko\n", "a listed twice"},
+		{"no path", "kernel r\n\nmodule a early\n", "line 3: want module NAME STAGE PATH"},
+		{"empty attribute", "kernel r\nmodule a early a.ko alias=\n", `line 2: a: "alias=": want depends=NAME,... or alias=PATTERN`},
+		{"unknown attribute", "kernel r\nmodule a early a.ko soft=b\n", `line 2: a: unknown attribute "soft"`},
+		{"unknown entry", "# comment\nkernel r\nmodules a\n", `line 3: unknown entry "modules"`},
+		{"no kernel", "module a early a.ko\n", "no kernel line"},
+		{"JSON", `{"kernel": "r"}`, `line 1: unknown entry "{\"kernel\":"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := Parse([]byte(tt.json)); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Parse(%s) = %v, want error containing %q", tt.json, err, tt.want)
+			if _, err := Parse([]byte(tt.text)); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse(%q) = %v, want error containing %q", tt.text, err, tt.want)
 			}
 		})
 	}
@@ -250,7 +250,7 @@ func TestKmodCompat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(km)
+	b, err := km.Text()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +260,13 @@ func TestKmodCompat(t *testing.T) {
 	m, err := Parse(b)
 	if err != nil {
 		t.Fatalf("Parse(kmod manifest): %v\n%s", err, b)
+	}
+	var want []Module
+	for _, km := range km.Modules {
+		want = append(want, Module{Name: km.Name, Path: km.Path, Stage: string(km.Stage), Depends: km.Depends, Aliases: km.Aliases})
+	}
+	if diff := cmp.Diff(want, m.Modules, cmpopts.EquateEmpty()); diff != "" || m.Kernel != km.Kernel || !cmp.Equal(m.Builtin, km.Builtin, cmpopts.EquateEmpty()) {
+		t.Errorf("Parse(Text()) modules (-kmod +init):\n%s\nkernel %q, builtin %q; kmod wrote kernel %q, builtin %q", diff, m.Kernel, m.Builtin, km.Kernel, km.Builtin)
 	}
 	mods, err := m.WithDeps("ext4")
 	if err != nil {
@@ -275,25 +282,22 @@ func TestKmodCompat(t *testing.T) {
 
 // planManifest is shaped like generic-amd64's: storage drivers with their helpers,
 // filesystems, a device-mapper target without aliases.
-const planManifest = `{
-  "kernel": "r",
-  "modules": [
-    {"name": "virtio_blk", "path": "m/virtio_blk.ko.xz", "stage": "early", "aliases": ["virtio:d00000002v*"]},
-    {"name": "scsi_common", "path": "m/scsi_common.ko.xz", "stage": "early"},
-    {"name": "scsi_mod", "path": "m/scsi_mod.ko.xz", "stage": "early", "depends": ["scsi_common"]},
-    {"name": "libata", "path": "m/libata.ko.xz", "stage": "early", "depends": ["scsi_mod", "scsi_common"]},
-    {"name": "ahci", "path": "m/ahci.ko.xz", "stage": "early", "depends": ["libata"], "aliases": ["pci:v*d*sv*sd*bc01sc06i01*"]},
-    {"name": "sd_mod", "path": "m/sd_mod.ko.xz", "stage": "early", "depends": ["scsi_mod"], "aliases": ["scsi:t-0x00*"]},
-    {"name": "loop", "path": "m/loop.ko.xz", "stage": "early", "aliases": ["block-major-7-*", "devname:loop-control"]},
-    {"name": "squashfs", "path": "m/squashfs.ko.xz", "stage": "early", "aliases": ["fs-squashfs"]},
-    {"name": "fat", "path": "m/kernel/fs/fat/fat.ko.xz", "stage": "early"},
-    {"name": "vfat", "path": "m/kernel/fs/fat/vfat.ko.xz", "stage": "early", "depends": ["fat"], "aliases": ["fs-vfat"]},
-    {"name": "nls_cp437", "path": "m/kernel/fs/nls/nls_cp437.ko.xz", "stage": "early"},
-    {"name": "crc32c_generic", "path": "m/crc32c_generic.ko.xz", "stage": "early", "aliases": ["crypto-crc32c", "crc32c"]},
-    {"name": "acpi_thing", "path": "m/acpi_thing.ko.xz", "stage": "early", "aliases": ["acpi*:PNP0C0A:*"]},
-    {"name": "bridge", "path": "m/bridge.ko.xz", "stage": "late", "aliases": ["rtnl-link-bridge"]}
-  ]
-}`
+const planManifest = `kernel r
+module virtio_blk early m/virtio_blk.ko.xz alias=virtio:d00000002v*
+module scsi_common early m/scsi_common.ko.xz
+module scsi_mod early m/scsi_mod.ko.xz depends=scsi_common
+module libata early m/libata.ko.xz depends=scsi_mod,scsi_common
+module ahci early m/ahci.ko.xz depends=libata alias=pci:v*d*sv*sd*bc01sc06i01*
+module sd_mod early m/sd_mod.ko.xz depends=scsi_mod alias=scsi:t-0x00*
+module loop early m/loop.ko.xz alias=block-major-7-* alias=devname:loop-control
+module squashfs early m/squashfs.ko.xz alias=fs-squashfs
+module fat early m/kernel/fs/fat/fat.ko.xz
+module vfat early m/kernel/fs/fat/vfat.ko.xz depends=fat alias=fs-vfat
+module nls_cp437 early m/kernel/fs/nls/nls_cp437.ko.xz
+module crc32c_generic early m/crc32c_generic.ko.xz alias=crypto-crc32c alias=crc32c
+module acpi_thing early m/acpi_thing.ko.xz alias=acpi*:PNP0C0A:*
+module bridge late m/bridge.ko.xz alias=rtnl-link-bridge
+`
 
 func names(mods []Module) []string {
 	var out []string
@@ -608,9 +612,10 @@ func TestAdoptLoaded(t *testing.T) {
 }
 
 func TestDriverClasses(t *testing.T) {
-	m, err := Parse([]byte(`{"kernel":"6.1.0-test","modules":[
-{"name":"virtio_rng","path":"lib/modules/6.1.0-test/kernel/drivers/char/hw_random/virtio-rng.ko.xz","stage":"late","aliases":["virtio:d00000004v*"]},
-{"name":"virtio_net","path":"lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko.xz","stage":"late","aliases":["virtio:d00000001v*"]}]}`))
+	m, err := Parse([]byte(`kernel 6.1.0-test
+module virtio_rng late lib/modules/6.1.0-test/kernel/drivers/char/hw_random/virtio-rng.ko.xz alias=virtio:d00000004v*
+module virtio_net late lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko.xz alias=virtio:d00000001v*
+`))
 	if err != nil {
 		t.Fatal(err)
 	}
