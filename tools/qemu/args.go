@@ -18,10 +18,12 @@ func args(c *Config, f files) []string {
 }
 
 // MachineArgs is QEMU's command line for the machine c describes, without the serial
-// port and ExtraArgs (c as given: Start fills in the defaults before it calls this): accelerator, memory, CPUs, board,
-// firmware with vars as its variable store, the kernel, overlay as the virtio disk, the
-// user network with c's forwards, and an entropy device. Paths are escaped for
-// QEMU's option syntax. tools/provision starts daemonised nodes with it.
+// port and ExtraArgs (c as given: Start fills in the defaults before it calls this):
+// accelerator, memory, CPUs, board, firmware with vars as its variable store, the
+// kernel (EmulationKernelArgs after the given command line, or on a UEFI boot in
+// systemd-stub's SMBIOS string), overlay as the virtio disk, the user network with c's
+// forwards, and an entropy device. Paths are escaped for QEMU's option syntax.
+// tools/provision starts daemonised nodes with it.
 func MachineArgs(c *Config, overlay, vars string) []string {
 	esc := EscapeOptionValue
 	a := []string{

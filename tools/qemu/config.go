@@ -43,7 +43,7 @@ type Config struct {
 	Kernel string
 	Initrd string
 	// Append is the kernel command line; ConsoleArg(Arch) is prepended when it names no
-	// console=.
+	// console=, and EmulationKernelArgs are appended.
 	Append string
 
 	// UEFI boots the disk through OVMF (amd64) or AAVMF (arm64). Firmware files default to
