@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -87,7 +86,7 @@ func TestNodeModeInQEMU(t *testing.T) {
 	}
 	write(filepath.Join(root, "sbin", "machined"), qemutest.BuildGo(t, arch, "github.com/kiln-os/kiln/machined/cmd/machined"), 0o755)
 	write(filepath.Join(root, "etc", "os-release"), []byte("ID=kiln\n"), 0o644)
-	mj, err := json.Marshal(manifest)
+	mj, err := manifest.Text()
 	if err != nil {
 		t.Fatal(err)
 	}
