@@ -128,7 +128,7 @@ func run(_ []string) error {
 		devices = scanDevices(log)
 		var err error
 		if set, err = moduleSet("/", release, log); err != nil {
-			log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
+			log.Warn("modules: no usable manifest; relying on built-in drivers", "err", err)
 		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
 			log.Error("modules for the root filesystem", "err", err)
 		}
@@ -543,7 +543,7 @@ func loadRemaining() error {
 	_ = unix.Uname(&uts)
 	set, err := moduleSet("/", unix.ByteSliceToString(uts.Release[:]), log)
 	if err != nil {
-		log.Warn("modules: no manifest; relying on built-in drivers", "err", err)
+		log.Warn("modules: no usable manifest; relying on built-in drivers", "err", err)
 		mark(handoff.FilesystemsLoaded, log)
 		mark(handoff.ModulesLoaded, log)
 		return nil
