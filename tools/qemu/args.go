@@ -65,7 +65,7 @@ func MachineArgs(c *Config, overlay, vars string) []string {
 	} else if c.UEFI && extra != "" {
 		// systemd-stub appends this SMBIOS string to the UKI's command line (systemd
 		// 254 and later; ignored in a confidential VM).
-		a = append(a, "-smbios", "type=11,value="+EscapeOptionValue(stubCmdlineExtra+extra))
+		a = append(a, "-smbios", "type=11,value="+esc(stubCmdlineExtra+extra))
 	}
 	if overlay != "" {
 		a = append(a,
