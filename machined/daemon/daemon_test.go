@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -651,5 +653,29 @@ func TestRebootAndShutdownEndRun(t *testing.T) {
 				t.Fatalf("Run did not return after %s", tt.name)
 			}
 		})
+	}
+}
+
+// TestAPIListensOnPlainTCP: the API socket is TCP, not the Multipath TCP that Go
+// asks for by default (on a kernel without MPTCP both are TCP, and this passes
+// either way; Debian's kernels have it).
+func TestAPIListensOnPlainTCP(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	sc, err := d.lis.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var proto int
+	var serr error
+	if err := sc.Control(func(fd uintptr) {
+		proto, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if serr != nil {
+		t.Fatalf("SO_PROTOCOL: %v", serr)
+	}
+	if proto != unix.IPPROTO_TCP {
+		t.Errorf("API socket protocol = %d, want %d (TCP; %d is MPTCP)", proto, unix.IPPROTO_TCP, unix.IPPROTO_MPTCP)
 	}
 }

@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"net"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -101,5 +103,32 @@ func TestFailedFirstApplyStaysInMaintenance(t *testing.T) {
 	}
 	if !d.srv.Maintenance() || inForce(t, d) != nil || stored(t, root) != nil || d.Hostname() != "" {
 		t.Error("a failed first apply left maintenance mode")
+	}
+}
+
+// TestNewSelfSignedMatchesItsPEM: the certificate newSelfSigned puts together is the
+// one its PEM holds, as the next start loads it.
+func TestNewSelfSignedMatchesItsPEM(t *testing.T) {
+	now := time.Now()
+	cert, data, err := newSelfSigned(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := tls.X509KeyPair(data, data)
+	if err != nil {
+		t.Fatalf("X509KeyPair of the PEM: %v", err)
+	}
+	if Fingerprint(cert) != Fingerprint(loaded) {
+		t.Errorf("fingerprint %s, PEM holds %s", Fingerprint(cert), Fingerprint(loaded))
+	}
+	if cert.Leaf == nil || !cert.Leaf.Equal(loaded.Leaf) {
+		t.Errorf("Leaf = %v, want the PEM's certificate", cert.Leaf)
+	}
+	key, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok || !key.Equal(loaded.PrivateKey) {
+		t.Errorf("private key %T differs from the PEM's", cert.PrivateKey)
+	}
+	if !certCovers(&cert, now) {
+		t.Errorf("new certificate does not cover %v (NotBefore %v, NotAfter %v)", now, cert.Leaf.NotBefore, cert.Leaf.NotAfter)
 	}
 }
