@@ -26,7 +26,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +35,7 @@ import (
 	"github.com/kiln-os/kiln/images/inputs"
 	"github.com/kiln-os/kiln/machined/api/machine"
 	"github.com/kiln-os/kiln/machined/client"
+	"github.com/kiln-os/kiln/tools/internal/benchstat"
 	"github.com/kiln-os/kiln/tools/provision"
 	"github.com/kiln-os/kiln/tools/qemu"
 	"github.com/kiln-os/kiln/tools/qemu/qemutest"
@@ -206,7 +206,7 @@ func BenchmarkBoot(b *testing.B) {
 					vsBase = append(vsBase, r-br)
 				}
 			}
-			med := func(ds []time.Duration) float64 { return float64(median(ds).Microseconds()) / 1000 }
+			med := func(ds []time.Duration) float64 { return float64(benchstat.Median(ds).Microseconds()) / 1000 }
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(b.N) }
 			b.ReportMetric(ms(floor), "floor-ms")
 			b.ReportMetric(ms(ready), "ready-ms")
@@ -227,19 +227,6 @@ func BenchmarkBoot(b *testing.B) {
 			}
 		})
 	}
-}
-
-// median returns the middle of ds (the mean of the two middle ones for an even count):
-// one boot slowed by the host's load moves it less than the mean.
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(ds))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func bootFloor(b *testing.B, uefi bool) time.Duration {
@@ -306,27 +293,4 @@ func callVersion(ctx context.Context, addr string) error {
 	defer cancel()
 	_, err = c.Version(cctx, &machine.VersionRequest{})
 	return err
-}
-
-func TestMedian(t *testing.T) {
-	ms := func(v ...int) []time.Duration {
-		var out []time.Duration
-		for _, x := range v {
-			out = append(out, time.Duration(x)*time.Millisecond)
-		}
-		return out
-	}
-	for _, tc := range []struct {
-		in   []time.Duration
-		want time.Duration
-	}{
-		{nil, 0},
-		{ms(5), 5 * time.Millisecond},
-		{ms(9, 1, 5), 5 * time.Millisecond},
-		{ms(4, 1, 3, 100), 3500 * time.Microsecond},
-	} {
-		if got := median(tc.in); got != tc.want {
-			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/kiln-os/kiln/networking/bpfsandbox"
 	"github.com/kiln-os/kiln/networking/serviceproxy"
 	"github.com/kiln-os/kiln/networking/serviceproxy/agent"
+	"github.com/kiln-os/kiln/tools/internal/benchstat"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -781,7 +782,7 @@ func (e *benchEnv) runEBPF(tb testing.TB, cl *cluster, ns *netNS, target *svcInf
 			progCPU = append(progCPU, c.cpu)
 		}
 	}
-	r.changeE2E, r.changeProg, r.changeProgCPU = median(e2e), median(prog), median(progCPU)
+	r.changeE2E, r.changeProg, r.changeProgCPU = benchstat.Median(e2e), benchstat.Median(prog), benchstat.Median(progCPU)
 	// (c)
 	r.load = e.loads(tb, ns, dsts)
 	return r
@@ -827,16 +828,6 @@ func (r *agentRun) stop(tb testing.TB) {
 // ebpfChanges is how many endpoint changes (b) makes for the eBPF proxy (odd: the
 // last one moves the target to its new backends, like kube-proxy's single change).
 const ebpfChanges = 5
-
-// median is the middle of ds (the upper one of an even count); 0 when empty.
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 // diagnose collects the namespace's TCP and conntrack counters for a failure
 // report.
