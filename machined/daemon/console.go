@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kiln-os/kiln/machined/platform"
 )
 
 // announce tells the console and the event bus that the machine API listens:
@@ -48,7 +50,7 @@ func (d *Daemon) announce() {
 		fmt.Fprintf(&b, "[kiln]   fingerprint: sha256:%s\n", fp)
 		fmt.Fprintf(&b, "[kiln]   apply one:   kctl apply-config --insecure -n %s -f controlplane.yaml\n", target)
 	}
-	b.WriteString(ReadinessLine(addr, mode, fp, addrs, hostname, d.opts.Platform, ownCPU()))
+	b.WriteString(ReadinessLine(addr, mode, fp, addrs, hostname, d.opts.Platform, ownCPU(), platform.Uptime()))
 	b.WriteString("\n")
 	// One write, so that the lines reach a shared console together.
 	_, _ = io.WriteString(d.opts.Console, b.String())
@@ -65,7 +67,7 @@ func ownCPU() time.Duration {
 }
 
 // ReadinessLine formats the readiness line (see the package documentation).
-func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, platform string, cpu time.Duration) string {
+func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, platform string, cpu, uptime time.Duration) string {
 	a := "none"
 	if len(addrs) > 0 {
 		a = joinAddrs(addrs, ",")
@@ -73,8 +75,8 @@ func ReadinessLine(api, mode, fingerprint string, addrs []netip.Addr, hostname, 
 	if hostname == "" {
 		hostname = "none"
 	}
-	return fmt.Sprintf("[kiln] ready api=%s mode=%s fingerprint=sha256:%s addrs=%s hostname=%s platform=%s cpu=%s",
-		api, mode, fingerprint, a, hostname, platform, cpu.Round(time.Millisecond))
+	return fmt.Sprintf("[kiln] ready api=%s mode=%s fingerprint=sha256:%s addrs=%s hostname=%s platform=%s cpu=%s uptime=%s",
+		api, mode, fingerprint, a, hostname, platform, cpu.Round(time.Millisecond), uptime.Round(time.Millisecond))
 }
 
 func joinAddrs(addrs []netip.Addr, sep string) string {

@@ -25,7 +25,7 @@
 // When the machine API listens, machined writes one readiness line to the
 // console (Options.Console), in this stable format:
 //
-//	[kiln] ready api=<listen address> mode=<maintenance|configured> fingerprint=sha256:<64 hex> addrs=<a,b,...|none> hostname=<name|none> platform=<node|process> cpu=<duration>
+//	[kiln] ready api=<listen address> mode=<maintenance|configured> fingerprint=sha256:<64 hex> addrs=<a,b,...|none> hostname=<name|none> platform=<node|process> cpu=<duration> uptime=<duration>
 //
 // The line starts with "[kiln] ready " and is followed by key=value pairs
 // separated by single spaces; values never contain spaces. fingerprint is the
@@ -33,7 +33,9 @@
 // --insecure --cert-fingerprint` pins in maintenance mode). addrs lists the
 // node's global unicast addresses. cpu is the CPU time machined has used since
 // it started (user and kernel mode, in Go's duration format, e.g. 1.23s): the
-// work its start took. Keys may be added at the end of the line
+// work its start took. uptime is the time since the kernel started (on a node: how
+// long the boot took, firmware and boot loader not counted; in process mode the host's
+// uptime). Keys may be added at the end of the line
 // later; existing keys keep their meaning. Tests and tools wait for this line
 // (regular expression `\[kiln\] ready api=(\S+) mode=(\S+) fingerprint=sha256:([0-9a-f]{64})`).
 //

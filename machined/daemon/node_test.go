@@ -72,7 +72,7 @@ func (f *fakeHostname) SetHostname(name string) error {
 }
 
 // readyRE is the readiness line as the package documentation promises it.
-var readyRE = regexp.MustCompile(`(?m)^\[kiln\] ready api=(\S+) mode=(maintenance|configured) fingerprint=sha256:([0-9a-f]{64}) addrs=(\S+) hostname=(\S+) platform=(node|process) cpu=(\S+)$`)
+var readyRE = regexp.MustCompile(`(?m)^\[kiln\] ready api=(\S+) mode=(maintenance|configured) fingerprint=sha256:([0-9a-f]{64}) addrs=(\S+) hostname=(\S+) platform=(node|process) cpu=(\S+) uptime=(\S+)$`)
 
 // TestNodeSeamsInMaintenance: a node-like daemon (every seam but the disks)
 // applies the fallback host name and the maintenance network, prints the
@@ -117,6 +117,10 @@ func TestNodeSeamsInMaintenance(t *testing.T) {
 	// The test process has used some CPU time by now.
 	if cpu, err := time.ParseDuration(m[7]); err != nil || cpu <= 0 {
 		t.Errorf("readiness line cpu=%q, want the CPU time used so far", m[7])
+	}
+	// The host has been up for longer than the test has run.
+	if up, err := time.ParseDuration(m[8]); err != nil || up <= 0 {
+		t.Errorf("readiness line uptime=%q, want the time since the kernel started", m[8])
 	}
 	for _, line := range []string{
 		"[kiln]   fingerprint: sha256:" + d.MaintenanceFingerprint(),
@@ -455,15 +459,15 @@ func TestCmdlineFlag(t *testing.T) {
 
 func TestReadinessLineFormat(t *testing.T) {
 	fp := strings.Repeat("ab", 32)
-	got := ReadinessLine("[::]:50000", "maintenance", fp, []netip.Addr{netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("fec0::5054:ff:fe12:3456")}, "kiln-123456", PlatformNode, 1234567*time.Microsecond)
-	want := "[kiln] ready api=[::]:50000 mode=maintenance fingerprint=sha256:" + fp + " addrs=10.0.2.15,fec0::5054:ff:fe12:3456 hostname=kiln-123456 platform=node cpu=1.235s"
+	got := ReadinessLine("[::]:50000", "maintenance", fp, []netip.Addr{netip.MustParseAddr("10.0.2.15"), netip.MustParseAddr("fec0::5054:ff:fe12:3456")}, "kiln-123456", PlatformNode, 1234567*time.Microsecond, 2345678*time.Microsecond)
+	want := "[kiln] ready api=[::]:50000 mode=maintenance fingerprint=sha256:" + fp + " addrs=10.0.2.15,fec0::5054:ff:fe12:3456 hostname=kiln-123456 platform=node cpu=1.235s uptime=2.346s"
 	if got != want {
 		t.Errorf("ReadinessLine =\n%q, want\n%q", got, want)
 	}
 	if !readyRE.MatchString(got) {
 		t.Errorf("%q does not match the documented expression", got)
 	}
-	if got := ReadinessLine("127.0.0.1:50000", "configured", fp, nil, "", PlatformProcess, 0); !strings.Contains(got, " addrs=none hostname=none ") {
+	if got := ReadinessLine("127.0.0.1:50000", "configured", fp, nil, "", PlatformProcess, 0, 0); !strings.Contains(got, " addrs=none hostname=none ") {
 		t.Errorf("ReadinessLine without addresses or name = %q", got)
 	}
 }

@@ -15,12 +15,12 @@ import (
 // ReadyPattern matches the machine-readable line machined prints on the serial console
 // once the machine API listens (format fixed in machined/daemon's documentation):
 //
-//	[kiln] ready api=<addr> mode=<maintenance|configured> fingerprint=sha256:<hex> addrs=… hostname=… platform=… cpu=…
+//	[kiln] ready api=<addr> mode=<maintenance|configured> fingerprint=sha256:<hex> addrs=… hostname=… platform=… cpu=… uptime=…
 //
 // Named submatches: mode, fingerprint (of the certificate the API serves, which Create
 // pins in maintenance mode), hostname, cpu (machined's CPU time so far, a Go duration;
 // empty from a machined older than the key).
-var ReadyPattern = regexp.MustCompile(`\[kiln\] ready api=(?P<api>\S+) mode=(?P<mode>\S+) fingerprint=sha256:(?P<fingerprint>[0-9a-f]{64})(?: addrs=(?P<addrs>\S+))?(?: hostname=(?P<hostname>\S+))?(?: platform=(?P<platform>\S+))?(?: cpu=(?P<cpu>\S+))?`)
+var ReadyPattern = regexp.MustCompile(`\[kiln\] ready api=(?P<api>\S+) mode=(?P<mode>\S+) fingerprint=sha256:(?P<fingerprint>[0-9a-f]{64})(?: addrs=(?P<addrs>\S+))?(?: hostname=(?P<hostname>\S+))?(?: platform=(?P<platform>\S+))?(?: cpu=(?P<cpu>\S+))?(?: uptime=(?P<uptime>\S+))?`)
 
 // panicPattern is the kernel's panic line.
 var panicPattern = regexp.MustCompile(`Kernel panic - not syncing`)

@@ -2,7 +2,9 @@
 
 // Command testinit is a stand-in PID 1 for the image builder's QEMU tests: it proves that
 // firmware, bootloader, UKI, kernel and initramfs fit together by printing a marker line
-// on /dev/console, then powers the machine off. The real init lives in init/.
+// on /dev/console, then powers the machine off. The real init lives in init/. The line
+// ends with uptime=, the time since the kernel started (as machined's readiness line
+// does), which make bench-boot compares.
 package main
 
 import (
@@ -10,6 +12,9 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Marker is the line prefix the QEMU tests wait for.
@@ -50,5 +55,16 @@ func describe() string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s release=%s root=%s early-modules=%d", Marker, rel.String(), root, early)
+	return fmt.Sprintf("%s release=%s root=%s early-modules=%d uptime=%s", Marker, rel.String(), root, early, Uptime())
+}
+
+// Uptime is the time since the kernel started (CLOCK_BOOTTIME), to the millisecond;
+// zero when the kernel does not say. (machined/platform.Uptime is the same; the floor's
+// PID 1 stays on the standard library and x/sys.)
+func Uptime() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano()).Round(time.Millisecond)
 }

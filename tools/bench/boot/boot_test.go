@@ -4,6 +4,17 @@
 // boot. Each iteration also boots the floor: the same kernel, initramfs and disk layout
 // with a trivial PID 1 that prints one line (images/internal/testinit), so
 // extra-ready-ms and extra-api-ms are what Kiln's init and machined add (budget: 1.0 s).
+// A third image splits the node's extra: Kiln's init with a stand-in for machined
+// (internal/reach) that links machined's packages but only mounts STATE and brings the
+// first link up once init has loaded their drivers. Per iteration, as medians:
+// extra-reach-median-ms (reach − floor) is what the kernel's module insertions, Kiln's
+// init and machined's Go start cost; machined-work-median-ms (node readiness − reach)
+// what machined then does before its readiness line: DHCP, the maintenance certificate,
+// the API server; first-call-median-ms (first answer − readiness) the first API call's
+// cold cost. Each line also carries the guest's uptime= (the time since the kernel
+// started), and the guest-* medians are the same differences in that clock: they leave
+// out the firmware, the boot loader and QEMU's loading of the kernel, which are the same
+// work for every image but the noisiest part of a UEFI boot.
 // Run with
 //
 //	go test ./tools/bench/boot -run '^$' -bench Boot -benchtime 3x -count 1 -timeout 30m
@@ -41,8 +52,14 @@ import (
 	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 )
 
-// floorMarker is what images/internal/testinit prints.
-var floorMarker = regexp.MustCompile(`KILN-IMAGE-BOOT-OK`)
+// floorMarker is the line images/internal/testinit prints; reachMarker what
+// internal/reach prints, or its failure. Both end with uptime= as the readiness line
+// does (uptimeKey).
+var (
+	floorMarker = regexp.MustCompile(`KILN-IMAGE-BOOT-OK.*`)
+	reachMarker = regexp.MustCompile(`KILN-REACH-(OK|FAILED).*`)
+	uptimeKey   = regexp.MustCompile(` uptime=(\S+)`)
+)
 
 // Hang protection only.
 const wait = 5 * time.Minute
@@ -53,6 +70,7 @@ type image struct{ raw, kernel, initrd, cmdline string }
 var env struct {
 	skip        string
 	kiln, floor image
+	reach       image  // Kiln's init with internal/reach for machined
 	baseline    *image // KILN_BOOT_BASELINE, when set
 }
 
@@ -122,7 +140,8 @@ func builtImage(dir string, b boards.Board) (image, error) {
 	return im, nil
 }
 
-// buildImages builds the node image and the floor image, which differs only in PID 1.
+// buildImages builds the node image, the floor image, which differs only in PID 1, and
+// the reach image, which differs only in machined.
 func buildImages(root, dir, inputsDir string, b boards.Board) error {
 	ctx := context.Background()
 	bin := func(name, pkg string) (string, error) {
@@ -141,15 +160,19 @@ func buildImages(root, dir, inputsDir string, b boards.Board) error {
 	if err != nil {
 		return err
 	}
+	reach, err := bin("reach-machined", "./tools/bench/boot/internal/reach/cmd/reach")
+	if err != nil {
+		return err
+	}
 	for _, x := range []struct {
-		init string
-		dst  *image
-		name string
-	}{{initBin, &env.kiln, "kiln"}, {testinit, &env.floor, "floor"}} {
+		init, machined string
+		dst            *image
+		name           string
+	}{{initBin, machined, &env.kiln, "kiln"}, {testinit, machined, &env.floor, "floor"}, {initBin, reach, &env.reach, "reach"}} {
 		out := filepath.Join(dir, x.name)
 		if _, err := build.Build(ctx, build.Options{
 			Board: b, Formats: []boards.Format{boards.FormatRaw, boards.FormatKernel}, OutputDir: out,
-			InputsDir: inputsDir, Init: x.init, Machined: machined, Version: "bench",
+			InputsDir: inputsDir, Init: x.init, Machined: x.machined, Version: "bench",
 		}); err != nil {
 			return fmt.Errorf("build the %s image: %w", x.name, err)
 		}
@@ -185,21 +208,34 @@ func BenchmarkBoot(b *testing.B) {
 				b.Skip(env.skip)
 			}
 			uefi := method == "uefi"
-			var floor, ready, api, cpu, baseReady, baseAPI, baseCPU time.Duration
-			// Per iteration: the node's extras over the floor booted just before it, and
-			// its readiness against the baseline's booted just after.
-			var extraReady, extraAPI, vsBase []time.Duration
+			var floor, reach, ready, api, cpu, baseReady, baseAPI, baseCPU time.Duration
+			// Per iteration: the node's extras over the floor and the reach image booted
+			// just before it, and its readiness against the baseline's booted just after.
+			var extraReady, extraAPI, extraReach, work, firstCall, vsBase []time.Duration
+			var guestReady, guestReach, guestWork []time.Duration
 			for b.Loop() {
-				f := bootFloor(b, uefi)
+				fb := bootFloor(b, uefi)
+				f := fb.host
 				floor += f
-				r, a, c := bootNode(b, env.kiln, uefi)
+				rb := bootReach(b, env.reach, uefi)
+				rf := rb.host
+				reach += rf
+				nb, a, c := bootNode(b, env.kiln, uefi)
+				r := nb.host
 				ready += r
 				api += a
 				cpu += c
 				extraReady = append(extraReady, r-f)
 				extraAPI = append(extraAPI, a-f)
+				extraReach = append(extraReach, rf-f)
+				work = append(work, r-rf)
+				firstCall = append(firstCall, a-r)
+				guestReady = append(guestReady, nb.guest-fb.guest)
+				guestReach = append(guestReach, rb.guest-fb.guest)
+				guestWork = append(guestWork, nb.guest-rb.guest)
 				if env.baseline != nil {
-					br, a, c := bootNode(b, *env.baseline, uefi)
+					bb, a, c := bootNode(b, *env.baseline, uefi)
+					br := bb.host
 					baseReady += br
 					baseAPI += a
 					baseCPU += c
@@ -215,6 +251,13 @@ func BenchmarkBoot(b *testing.B) {
 			b.ReportMetric(ms(api-floor), "extra-api-ms")
 			b.ReportMetric(med(extraReady), "extra-ready-median-ms")
 			b.ReportMetric(med(extraAPI), "extra-api-median-ms")
+			b.ReportMetric(ms(reach), "reach-ms")
+			b.ReportMetric(med(extraReach), "extra-reach-median-ms")
+			b.ReportMetric(med(work), "machined-work-median-ms")
+			b.ReportMetric(med(firstCall), "first-call-median-ms")
+			b.ReportMetric(med(guestReady), "guest-extra-ready-median-ms")
+			b.ReportMetric(med(guestReach), "guest-extra-reach-median-ms")
+			b.ReportMetric(med(guestWork), "guest-machined-work-median-ms")
 			b.ReportMetric(ms(cpu), "machined-cpu-ms")
 			if env.baseline != nil {
 				b.ReportMetric(ms(baseReady), "baseline-ready-ms")
@@ -229,20 +272,59 @@ func BenchmarkBoot(b *testing.B) {
 	}
 }
 
-func bootFloor(b *testing.B, uefi bool) time.Duration {
+// boot is one boot's time to its line: from QEMU's start, and in the guest's clock
+// (the line's uptime=, the time since the kernel started).
+type boot struct{ host, guest time.Duration }
+
+// lineUptime is the uptime= of a console line; a line without one fails the benchmark.
+func lineUptime(b *testing.B, line string) time.Duration {
+	b.Helper()
+	m := uptimeKey.FindStringSubmatch(line)
+	if m == nil {
+		b.Fatalf("no uptime= in %q", line)
+	}
+	d, err := time.ParseDuration(m[1])
+	if err != nil {
+		b.Fatalf("uptime= in %q: %v", line, err)
+	}
+	return d
+}
+
+func bootFloor(b *testing.B, uefi bool) boot {
 	b.Helper()
 	vm, err := qemu.Start(context.Background(), env.floor.config(uefi))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer vm.Close()
-	if _, err := vm.Expect(floorMarker, wait); err != nil {
+	m, err := vm.Expect(floorMarker, wait)
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Since(vm.Started())
+	return boot{host: time.Since(vm.Started()), guest: lineUptime(b, m[0])}
 }
 
-// bootNode boots a node image and returns the times to its readiness line and to its
+// bootReach boots a reach image and returns the time to the stand-in's line.
+func bootReach(b *testing.B, im image, uefi bool) boot {
+	b.Helper()
+	vm, err := qemu.Start(context.Background(), im.config(uefi))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer vm.Close()
+	m, err := vm.Expect(reachMarker, wait)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(vm.Started())
+	if m[1] != "OK" {
+		b.Fatalf("reach image: %s", m[0])
+	}
+	return boot{host: d, guest: lineUptime(b, m[0])}
+}
+
+// bootNode boots a node image and returns the times to its readiness line (guest zero
+// when the line has no uptime key: a baseline's machined may be older) and to its
 // first answered Version call, and the CPU time machined had used at the readiness line
 // (its cpu key; zero from a machined older than the key): the work machined does to
 // start, a figure the host's load moves less than the times. The calls start at
@@ -250,7 +332,7 @@ func bootFloor(b *testing.B, uefi bool) time.Duration {
 // answer can come earlier; calls from QEMU's start (each a connection QEMU's user
 // network tries to forward to a guest without an address yet) slowed the guest's boot
 // by about half a second.
-func bootNode(b *testing.B, im image, uefi bool) (ready, api, cpu time.Duration) {
+func bootNode(b *testing.B, im image, uefi bool) (ready boot, api, cpu time.Duration) {
 	b.Helper()
 	vm, err := qemu.Start(context.Background(), im.config(uefi))
 	if err != nil {
@@ -261,7 +343,10 @@ func bootNode(b *testing.B, im image, uefi bool) (ready, api, cpu time.Duration)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ready = time.Since(vm.Started())
+	ready.host = time.Since(vm.Started())
+	if m[provision.ReadyPattern.SubexpIndex("uptime")] != "" {
+		ready.guest = lineUptime(b, m[0])
+	}
 	if v := m[provision.ReadyPattern.SubexpIndex("cpu")]; v != "" {
 		if cpu, err = time.ParseDuration(v); err != nil {
 			b.Fatalf("readiness line: cpu=%q: %v", v, err)
