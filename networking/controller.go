@@ -243,8 +243,8 @@ func (c *Controller) startDHCP(key, hostname string) *dhcpRun {
 		} else if l, err = link.ByName(key); err != nil {
 			c.log.Error("DHCP", "err", err)
 			return
-		}
-		if err := link.SetUp(l.Name); err != nil {
+		} else if err := link.SetUp(l.Name); err != nil {
+			// WaitCarrier returns only a link that is up; a named one may not be.
 			c.log.Error("DHCP", "err", err)
 			return
 		}
