@@ -235,6 +235,10 @@ func BenchmarkBoot(b *testing.B) {
 				guestReady = append(guestReady, nb.guest-fb.guest)
 				guestReach = append(guestReach, rb.guest-fb.guest)
 				guestWork = append(guestWork, nb.guest-rb.guest)
+				// Every boot's figures, for statistics beyond the medians (benchmarks
+				// always print their logs).
+				b.Logf("%s: floor %v (uptime %v), reach %v (%v), ready %v (%v), first call %v, machined cpu %v",
+					method, msr(f), fb.guest, msr(rf), rb.guest, msr(r), nb.guest, msr(a), c)
 				if env.baseline != nil {
 					bb, a, c := bootNode(b, *env.baseline, uefi)
 					br := bb.host
@@ -279,6 +283,9 @@ func BenchmarkBoot(b *testing.B) {
 		})
 	}
 }
+
+// msr rounds a duration to the millisecond, for the logs.
+func msr(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 
 // boot is one boot's time to its line: from QEMU's start, and in the guest's clock
 // (the line's uptime=, the time since the kernel started).
