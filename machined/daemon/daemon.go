@@ -33,9 +33,9 @@
 // --insecure --cert-fingerprint` pins in maintenance mode). addrs lists the
 // node's global unicast addresses. cpu is the CPU time machined has used since
 // it started (user and kernel mode, in Go's duration format, e.g. 1.23s): the
-// work its start took. uptime is the time since the kernel started (on a node: how
-// long the boot took, firmware and boot loader not counted; in process mode the host's
-// uptime). Keys may be added at the end of the line
+// work its start took. uptime is the time since the kernel started (in a node's first
+// readiness line: how long its boot took, firmware and boot loader not counted; in
+// process mode the host's uptime). Keys may be added at the end of the line
 // later; existing keys keep their meaning. Tests and tools wait for this line
 // (regular expression `\[kiln\] ready api=(\S+) mode=(\S+) fingerprint=sha256:([0-9a-f]{64})`).
 //
