@@ -219,7 +219,7 @@ func BenchmarkBoot(b *testing.B) {
 				fb := bootFloor(b, uefi)
 				f := fb.host
 				floor += f
-				rb := bootReach(b, env.reach, uefi)
+				rb := bootReach(b, uefi)
 				rf := rb.host
 				reach += rf
 				nb, a, c := bootNode(b, env.kiln, uefi)
@@ -305,33 +305,34 @@ func lineUptime(b *testing.B, line string) time.Duration {
 	return d
 }
 
-func bootFloor(b *testing.B, uefi bool) boot {
-	b.Helper()
-	vm, err := qemu.Start(context.Background(), env.floor.config(uefi))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer vm.Close()
-	m, err := vm.Expect(floorMarker, wait)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return boot{host: time.Since(vm.Started()), guest: lineUptime(b, m[0])}
-}
-
-// bootReach boots a reach image and returns the time to the stand-in's line.
-func bootReach(b *testing.B, im image, uefi bool) boot {
+// bootUntil boots im and waits for re on its console. It returns the VM, which the
+// caller closes, the match, and the time from QEMU's start to it.
+func bootUntil(b *testing.B, im image, uefi bool, re *regexp.Regexp) (*qemu.VM, []string, time.Duration) {
 	b.Helper()
 	vm, err := qemu.Start(context.Background(), im.config(uefi))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer vm.Close()
-	m, err := vm.Expect(reachMarker, wait)
+	m, err := vm.Expect(re, wait)
 	if err != nil {
+		vm.Close()
 		b.Fatal(err)
 	}
-	d := time.Since(vm.Started())
+	return vm, m, time.Since(vm.Started())
+}
+
+func bootFloor(b *testing.B, uefi bool) boot {
+	b.Helper()
+	vm, m, d := bootUntil(b, env.floor, uefi, floorMarker)
+	defer vm.Close()
+	return boot{host: d, guest: lineUptime(b, m[0])}
+}
+
+// bootReach boots the reach image and returns the time to the stand-in's line.
+func bootReach(b *testing.B, uefi bool) boot {
+	b.Helper()
+	vm, m, d := bootUntil(b, env.reach, uefi, reachMarker)
+	defer vm.Close()
 	if m[1] != "OK" {
 		b.Fatalf("reach image: %s", m[0])
 	}
@@ -349,24 +350,21 @@ func bootReach(b *testing.B, im image, uefi bool) boot {
 // by about half a second.
 func bootNode(b *testing.B, im image, uefi bool) (ready boot, api, cpu time.Duration) {
 	b.Helper()
-	vm, err := qemu.Start(context.Background(), im.config(uefi))
-	if err != nil {
-		b.Fatal(err)
-	}
+	vm, m, d := bootUntil(b, im, uefi, provision.ReadyPattern)
 	defer vm.Close()
-	m, err := vm.Expect(provision.ReadyPattern, wait)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ready.host = time.Since(vm.Started())
-	if m[provision.ReadyPattern.SubexpIndex("uptime")] != "" {
-		ready.guest = lineUptime(b, m[0])
-	}
-	if v := m[provision.ReadyPattern.SubexpIndex("cpu")]; v != "" {
-		if cpu, err = time.ParseDuration(v); err != nil {
-			b.Fatalf("readiness line: cpu=%q: %v", v, err)
+	ready.host = d
+	key := func(name string) time.Duration {
+		v := m[provision.ReadyPattern.SubexpIndex(name)]
+		if v == "" {
+			return 0
 		}
+		t, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("readiness line: %s=%q: %v", name, v, err)
+		}
+		return t
 	}
+	ready.guest, cpu = key("uptime"), key("cpu")
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	for {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-os/kiln/init/handoff"
+	"github.com/kiln-os/kiln/machined/daemon"
 	"github.com/kiln-os/kiln/machined/platform"
 	"github.com/vishvananda/netlink"
 )
@@ -25,9 +26,6 @@ const (
 	Marker = "KILN-REACH-OK"
 	Failed = "KILN-REACH-FAILED"
 )
-
-// stateMount is where machined mounts STATE (daemon.StateMount; the root has it).
-const stateMount = "/system/state"
 
 const (
 	poll  = 20 * time.Millisecond // machined's disk poll
@@ -65,7 +63,7 @@ func run() (string, error) {
 	if err := until(exists(handoff.FATLoaded)); err != nil {
 		return "", err
 	}
-	if err := platform.MountPartition(disk, platform.LabelState, stateMount); err != nil {
+	if err := platform.MountPartition(disk, platform.LabelState, daemon.StateMount); err != nil {
 		return "", err
 	}
 	if err := until(exists(handoff.NetworkDriversLoaded)); err != nil {
