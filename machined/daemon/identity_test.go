@@ -1,9 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
 	"net/netip"
 	"slices"
@@ -107,7 +113,7 @@ func TestFailedFirstApplyStaysInMaintenance(t *testing.T) {
 }
 
 // TestNewSelfSignedMatchesItsPEM: the certificate newSelfSigned puts together is the
-// one its PEM holds, as the next start loads it.
+// one its PEM holds, as the next start loads it, and covers now.
 func TestNewSelfSignedMatchesItsPEM(t *testing.T) {
 	now := time.Now()
 	cert, data, err := newSelfSigned(now)
@@ -121,14 +127,83 @@ func TestNewSelfSignedMatchesItsPEM(t *testing.T) {
 	if Fingerprint(cert) != Fingerprint(loaded) {
 		t.Errorf("fingerprint %s, PEM holds %s", Fingerprint(cert), Fingerprint(loaded))
 	}
-	if cert.Leaf == nil || !cert.Leaf.Equal(loaded.Leaf) {
-		t.Errorf("Leaf = %v, want the PEM's certificate", cert.Leaf)
-	}
 	key, ok := cert.PrivateKey.(*ecdsa.PrivateKey)
 	if !ok || !key.Equal(loaded.PrivateKey) {
 		t.Errorf("private key %T differs from the PEM's", cert.PrivateKey)
 	}
 	if !certCovers(&cert, now) {
-		t.Errorf("new certificate does not cover %v (NotBefore %v, NotAfter %v)", now, cert.Leaf.NotBefore, cert.Leaf.NotAfter)
+		t.Errorf("new certificate (no Leaf) does not cover %v", now)
+	}
+	if !certCovers(&loaded, now) {
+		t.Errorf("loaded certificate does not cover %v (NotBefore %v, NotAfter %v)", now, loaded.Leaf.NotBefore, loaded.Leaf.NotAfter)
+	}
+	if certCovers(&cert, now.Add(maintenanceValidity)) {
+		t.Errorf("new certificate covers %v, past its end", now.Add(maintenanceValidity))
+	}
+}
+
+// TestSelfSignedDERIsCreateCertificates: selfSignedDER encodes the certificate
+// x509.CreateCertificate makes of the same template, byte for byte up to the
+// signature, and signs it with the key; pkcs8DER writes what
+// x509.MarshalPKCS8PrivateKey does.
+func TestSelfSignedDERIsCreateCertificates(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := new(big.Int).Lsh(big.NewInt(1), 126)
+	for _, tc := range []struct {
+		name                string
+		notBefore, notAfter time.Time
+	}{
+		{"UTCTime", time.Date(2026, 11, 29, 22, 0, 0, 0, time.UTC), time.Date(2036, 11, 26, 22, 0, 0, 0, time.UTC)},
+		{"GeneralizedTime after 2049", time.Date(2045, 1, 2, 3, 4, 5, 0, time.UTC), time.Date(2055, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"sub-second and local times", time.Date(2026, 1, 1, 0, 0, 0, 999, time.FixedZone("x", 3600)), time.Date(2030, 1, 1, 0, 0, 0, 5e8, time.UTC)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := selfSignedDER(key, sn, tc.notBefore, tc.notAfter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if err := got.CheckSignature(got.SignatureAlgorithm, got.RawTBSCertificate, got.Signature); err != nil {
+				t.Errorf("signature: %v", err)
+			}
+			tmpl := &x509.Certificate{
+				SerialNumber: sn,
+				Subject:      pkix.Name{CommonName: maintenanceCN},
+				NotBefore:    tc.notBefore,
+				NotAfter:     tc.notAfter,
+				KeyUsage:     x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+				DNSNames:     []string{"localhost"},
+				IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+			}
+			wantDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := x509.ParseCertificate(wantDER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.RawTBSCertificate, want.RawTBSCertificate) {
+				t.Errorf("TBSCertificate differs from CreateCertificate's:\n got %x\nwant %x", got.RawTBSCertificate, want.RawTBSCertificate)
+			}
+		})
+	}
+	p8, err := pkcs8DER(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p8, want) {
+		t.Errorf("pkcs8DER:\n got %x\nwant %x", p8, want)
 	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"time"
@@ -64,12 +65,23 @@ func (d *Daemon) WaitTime(ctx context.Context) bool {
 }
 
 // certCovers reports whether the certificate is valid at now with a day to
-// spare at the end.
+// spare at the end. A certificate without Leaf (the maintenance certificate a
+// first boot makes) is parsed for it.
 func certCovers(c *tls.Certificate, now time.Time) bool {
-	if c == nil || c.Leaf == nil {
+	if c == nil {
 		return false
 	}
-	return !now.Before(c.Leaf.NotBefore) && now.Before(c.Leaf.NotAfter.Add(-24*time.Hour))
+	leaf := c.Leaf
+	if leaf == nil {
+		if len(c.Certificate) == 0 {
+			return false
+		}
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return false
+		}
+	}
+	return !now.Before(leaf.NotBefore) && now.Before(leaf.NotAfter.Add(-24*time.Hour))
 }
 
 // recheckCertsAfterSync waits for the first time sync and makes the API's
