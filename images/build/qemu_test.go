@@ -96,10 +96,16 @@ func bootUntilMarker(t *testing.T, arch boards.Arch, image string, cdrom bool) s
 	}
 	defer logf.Close()
 	found := ""
+	// The last lines, for the failure message: the artifact directory is removed after
+	// the test unless go test runs with -artifacts.
+	var tail []string
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
 		line := sc.Text()
 		logf.WriteString(line + "\n")
+		if tail = append(tail, line); len(tail) > 40 {
+			tail = tail[1:]
+		}
 		if i := strings.Index(line, marker); i >= 0 && found == "" {
 			found = line[i:]
 		}
@@ -109,7 +115,8 @@ func bootUntilMarker(t *testing.T, arch boards.Arch, image string, cdrom bool) s
 	}
 	err = <-done
 	if found == "" {
-		t.Fatalf("no %s line on the serial console (qemu: %v); serial log kept at %s", marker, err, logPath)
+		t.Fatalf("no %s line on the serial console (qemu: %v); serial log at %s (kept with go test -artifacts); last lines:\n%s",
+			marker, err, logPath, strings.Join(tail, "\n"))
 	}
 	return found
 }

@@ -35,27 +35,54 @@ func KernelTree(tb testing.TB, arch qemu.Arch, patterns ...string) string {
 		cache = os.TempDir()
 	}
 	dir := filepath.Join(cache, "kiln-test-kernels", "tree-"+hex.EncodeToString(h[:8]))
-	if _, err := os.Stat(filepath.Join(dir, ".done")); err == nil {
-		return dir
-	}
-	tmp := dir + ".tmp"
-	_ = os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	tree, err := cachedTree(dir, func(dst string) error {
+		script := `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "${@:3}"`
+		args := append([]string{"-c", script, "bash", deb, dst}, patterns...)
+		if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("extract %q from %s: %w\n%s", patterns, deb, err, out)
+		}
+		return nil
+	})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	script := `dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "${@:3}"`
-	args := append([]string{"-c", script, "bash", deb, tmp}, patterns...)
-	if out, err := exec.Command("bash", args...).CombinedOutput(); err != nil {
-		tb.Fatalf("extract %q from %s: %v\n%s", patterns, deb, err, out)
+	return tree
+}
+
+// cachedTree returns dir once it holds a complete tree (a .done file in it), making it
+// with extract when it does not. The test binaries of several packages run at once and
+// may want the same tree: each extracts into a directory of its own and renames it into
+// place complete, and a tree in place is never removed, so the first to finish wins and
+// no test reads a tree another one is replacing.
+func cachedTree(dir string, extract func(dst string) error) (string, error) {
+	done := filepath.Join(dir, ".done")
+	if _, err := os.Stat(done); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp) // still there only when another tree won
+	if err := extract(tmp); err != nil {
+		return "", err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, ".done"), nil, 0o644); err != nil {
-		tb.Fatal(err)
+		return "", err
 	}
-	_ = os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		tb.Fatal(fmt.Errorf("kernel tree: %w", err))
+	for range 2 {
+		err = os.Rename(tmp, dir)
+		if _, serr := os.Stat(done); serr == nil {
+			return dir, nil // ours, or another test's that came first
+		}
+		// A tree without .done: left by an interrupted run of an older version,
+		// which extracted in place.
+		_ = os.RemoveAll(dir)
 	}
-	return dir
+	return "", fmt.Errorf("kernel tree: %w", err)
 }
 
 // ModuleSource reads the modules extracted under tree (by KernelTree) the way

@@ -101,7 +101,18 @@ func extractKernel(arch qemu.Arch) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp := out + ".tmp"
+	// Test binaries of several packages may extract at once: each writes a file of its
+	// own and renames it over out, which is complete whichever rename comes last.
+	f, err := os.CreateTemp(dir, "vmlinuz.tmp-")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	f.Close()
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp) // gone after the rename
 	cmd := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO --wildcards './boot/vmlinuz-*' > "$2"`, "sh", deb, tmp)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("extract kernel from %s: %w: %s", deb, err, b)
