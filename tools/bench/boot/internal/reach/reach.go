@@ -18,7 +18,7 @@ import (
 	"github.com/kiln-os/kiln/init/handoff"
 	"github.com/kiln-os/kiln/machined/daemon"
 	"github.com/kiln-os/kiln/machined/platform"
-	"github.com/vishvananda/netlink"
+	"github.com/kiln-os/kiln/networking/link"
 )
 
 // Marker starts the line the benchmark waits for; Failed starts the line it fails on.
@@ -69,18 +69,19 @@ func run() (string, error) {
 	if err := until(exists(handoff.NetworkDriversLoaded)); err != nil {
 		return "", err
 	}
-	links, err := netlink.LinkList()
+	links, err := link.List()
 	if err != nil {
-		return "", fmt.Errorf("list links: %w", err)
+		return "", err
 	}
+	// The link machined's DHCP would take first (link.WaitCarrier).
 	for _, l := range links {
-		if l.Attrs().EncapType != "ether" || l.Type() != "device" {
+		if !l.Physical() {
 			continue
 		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			return "", fmt.Errorf("bring %s up: %w", l.Attrs().Name, err)
+		if err := link.SetUp(l.Name); err != nil {
+			return "", err
 		}
-		return fmt.Sprintf("state=%s link=%s", disk.Partitions[platform.LabelState].Dev, l.Attrs().Name), nil
+		return fmt.Sprintf("state=%s link=%s", disk.Partitions[platform.LabelState].Dev, l.Name), nil
 	}
 	return "", errors.New("no Ethernet link")
 }
