@@ -31,10 +31,10 @@
 // and vs-baseline-ready-ms compare the two builds under the same host load (and
 // guest-vs-baseline-ready-median-ms in the guest's clock, when the baseline's readiness
 // line has uptime=; vs-baseline-banner-to-ready-median-ms from each boot's own banner):
-// the host's noise moves a single run by more than most changes to the boot. machined-cpu-ms (and baseline-machined-cpu-ms) is the CPU time machined has
-// used by its readiness line: the host's load moves it less (two runs: 1.17 and 1.30 s,
-// while the extra went from 1.28 to 1.44 s), so it judges changes to machined's own
-// work.
+// the host's noise moves a single run by more than most changes to the boot.
+// machined-cpu-ms (and baseline-machined-cpu-ms) is the CPU time machined has used by
+// its readiness line: the host's load moves it less (two runs: 1.17 and 1.30 s, while
+// the extra went from 1.28 to 1.44 s), so it judges changes to machined's own work.
 package boot
 
 import (
