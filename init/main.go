@@ -246,7 +246,10 @@ func superviseMachined() error {
 	if n := supervise.KillAll(5*time.Second, log); n > 0 {
 		log.Warn("shutdown: killed processes that ignored SIGTERM")
 	}
-	return supervise.Finish(action, func() { boot.UnmountAll(log) }, log)
+	return supervise.Finish(action, func() {
+		boot.UnmountAll(log)
+		boot.DrainConsole(con, 2*time.Second)
+	}, log)
 }
 
 // machinedPIDEnv carries the PID of the machined the boot phase started to the

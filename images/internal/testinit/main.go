@@ -26,6 +26,9 @@ func main() {
 		con = os.Stdout
 	}
 	fmt.Fprintln(con, describe())
+	// The serial driver sends the line from its interrupts after write(2) returns: wait
+	// until it has gone out (tcdrain), or the power-off can cut it off.
+	_ = unix.IoctlSetInt(int(con.Fd()), unix.TCSBRK, 1)
 	syscall.Sync()
 	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	select {} // PID 1 must not exit: the kernel would panic.

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Banner is the first thing init prints on the console.
@@ -115,3 +118,30 @@ func OpenConsole() io.Writer {
 	}
 	return f
 }
+
+// DrainConsole waits until what was written to the console (a terminal) has gone out
+// of the kernel's buffers, as tcdrain(3) does, for at most limit. A serial driver sends
+// a line after write(2) has returned, from its interrupts; reboot(2) right after the
+// write can cut the line off, and the last line before a power-off is the one a
+// reader looks for. The limit is for a port held back by flow control. Writers that
+// are not a terminal are left alone.
+func DrainConsole(w io.Writer, limit time.Duration) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return
+	}
+	drain, fd := tcdrain, int(f.Fd())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = drain(fd)
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+	}
+}
+
+// tcdrain is tcdrain(3): TCSBRK with a non-zero argument. It fails (ENOTTY) on a file
+// that is not a terminal. A variable for tests.
+var tcdrain = func(fd int) error { return unix.IoctlSetInt(fd, unix.TCSBRK, 1) }
