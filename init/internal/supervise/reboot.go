@@ -60,12 +60,13 @@ func RebootCmd(a Action) int {
 	return unix.LINUX_REBOOT_CMD_RESTART
 }
 
-// Finish syncs, runs unmount (the caller's reverse-order unmount), syncs again and
-// calls reboot(2). It returns only if reboot(2) fails.
-func Finish(a Action, unmount func(), log *slog.Logger) error {
+// Finish syncs, runs last (the caller's last steps: its reverse-order unmount, then
+// the console's drain), syncs again and calls reboot(2). It returns only if reboot(2)
+// fails.
+func Finish(a Action, last func(), log *slog.Logger) error {
 	unix.Sync()
-	if unmount != nil {
-		unmount()
+	if last != nil {
+		last()
 	}
 	unix.Sync()
 	log.Info("shutdown: " + a.String())
