@@ -31,11 +31,11 @@ test: lint ## Run the tests (unit; privileged ones too when run as root). The RE
 	$(GO) test -count=1 ./...
 
 .PHONY: e2e
-e2e: ## QEMU end-to-end tests: build an image, boot it (TCG), drive it with kctl (needs make setup inputs).
+e2e: ## QEMU end-to-end tests: build an image, boot it (TCG), drive it with kctl (needs make setup inputs kernel).
 	$(GO) test -count=1 -timeout 40m ./tools/e2e/... -e2e
 
 .PHONY: cluster
-cluster: ## Bring up one node in QEMU from a freshly built image and point kctl at it (context "kiln").
+cluster: kernel ## Bring up one node in QEMU from a freshly built image and point kctl at it (context "kiln").
 	$(GOBUILD) -o $(OUT)/kctl ./tools/kctl
 	$(OUT)/kctl cluster create --name kiln --board $(BOARD)
 
@@ -67,8 +67,12 @@ check-generated: generate ## Fail when generated files are stale.
 inputs: ## Fetch the pinned Debian packages images take into _out/cache (apt-get download, sha256 checked).
 	images/fetch-inputs.sh $(OUT)/cache
 
+.PHONY: kernel
+kernel: ## Build the kernels Kiln builds (generic-amd64) from Debian's pinned source into _out/cache/kernels (once per pin; ~40 min).
+	$(GO) run ./tools/kctl image kernel --board generic-amd64 --inputs $(OUT)/cache
+
 .PHONY: image
-image: ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,iso,uki,kernel [COMPONENTS=dir of make components, e.g. /var/cache/kiln/components/amd64]
+image: kernel ## Build a node image: make image BOARD=generic-amd64 FORMAT=raw,qcow2,iso,uki,kernel [COMPONENTS=dir of make components, e.g. /var/cache/kiln/components/amd64]
 	@mkdir -p $(OUT)
 	$(GOBUILD) -o $(OUT)/machined-$(BOARD) ./machined/cmd/machined
 	$(GO) run ./tools/kctl image build --board $(BOARD) --format $(or $(FORMAT),raw) \

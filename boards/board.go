@@ -75,12 +75,30 @@ type PackageRef struct {
 
 func (p PackageRef) String() string { return p.Name + ":" + p.Arch }
 
-// Kernel says where the board's kernel comes from.
+// Kernel says where the board's kernel comes from: Debian's binary package (Package), or
+// Debian's source built with the board's configuration (Build).
 type Kernel struct {
+	// Package is Debian's binary kernel package; empty when Build is set.
 	Package PackageRef
 	// Release is the kernel release (uname -r), e.g. 6.12.95+deb12-amd64; the package
 	// keeps the kernel at boot/vmlinuz-<Release> and the modules under lib/modules/<Release>.
 	Release string
+	// Build, when set, builds the kernel from Debian's source instead (make kernel).
+	Build *KernelBuild
+}
+
+// KernelBuild is a kernel built from Debian's source package with Debian's configuration
+// and the board's changes to it (images/kernel.Build). The configuration has no modules:
+// the board lists none, and the fragment builds in what they would be.
+type KernelBuild struct {
+	Source PackageRef // linux-source-X.Y: the source tarball with Debian's patches
+	Config PackageRef // linux-config-X.Y: Debian's configurations
+	// ConfigName is the file in the config package to start from, e.g.
+	// config.amd64_none_amd64.xz (the one Debian's linux-image-*-amd64 is built with).
+	ConfigName string
+	// Fragment holds the board's lines (boards/kernel/<board>.config); every CONFIG_ line
+	// must hold after make olddefconfig.
+	Fragment string
 }
 
 // Modules are kernel module names (as in modinfo name=, dashes or underscores). The
@@ -202,7 +220,12 @@ func Packages(b Board) []PackageRef {
 			out = append(out, p)
 		}
 	}
-	add(b.Kernel().Package)
+	k := b.Kernel()
+	add(k.Package)
+	if k.Build != nil {
+		add(k.Build.Source)
+		add(k.Build.Config)
+	}
 	boot := b.Boot()
 	if boot.Bootloader != nil {
 		add(boot.Bootloader.Package)

@@ -46,7 +46,8 @@ func TestCmdlineAndPackages(t *testing.T) {
 		t.Errorf("Cmdline() = %q, want console first", got)
 	}
 	want := []boards.PackageRef{
-		{Name: "linux-image-6.12.95+deb12-amd64", Arch: "amd64"},
+		{Name: "linux-source-6.12", Arch: "all"},
+		{Name: "linux-config-6.12", Arch: "amd64"},
 		{Name: "systemd-boot-efi", Arch: "amd64"},
 		{Name: "ca-certificates", Arch: "all"},
 	}

@@ -1,12 +1,23 @@
 package boards
 
+import _ "embed"
+
 // generic is a UEFI VM or PC board that boots systemd-boot and a UKI from a GPT disk.
 type generic struct {
 	name    string
 	arch    Arch
 	release string
 	console string
+	// kernelConfig, when set, is the board's fragment: the kernel is built from Debian's
+	// source (Kernel.Build) instead of taken from Debian's binary package.
+	kernelConfig string
 }
+
+// genericAMD64Config: Kiln's changes to Debian's amd64 configuration. The boot path's
+// drivers (and the rest of genericEarly and genericLate) are built in, and modules are off.
+//
+//go:embed kernel/generic-amd64.config
+var genericAMD64Config string
 
 // genericInitramfs: the initramfs holds the root squashfs image, which init mounts
 // through a loop device before anything else loads.
@@ -40,13 +51,28 @@ func (g generic) Name() string { return g.name }
 func (g generic) Arch() Arch   { return g.arch }
 
 func (g generic) Kernel() Kernel {
+	if g.kernelConfig != "" {
+		return Kernel{
+			Release: g.release,
+			Build: &KernelBuild{
+				Source:     PackageRef{Name: "linux-source-6.12", Arch: "all"},
+				Config:     PackageRef{Name: "linux-config-6.12", Arch: string(g.arch)},
+				ConfigName: "config." + string(g.arch) + "_none_" + string(g.arch) + ".xz",
+				Fragment:   g.kernelConfig,
+			},
+		}
+	}
 	return Kernel{
 		Package: PackageRef{Name: "linux-image-" + g.release, Arch: string(g.arch)},
 		Release: g.release,
 	}
 }
 
+// Modules: none for a kernel built by Kiln (its fragment builds them in).
 func (g generic) Modules() Modules {
+	if g.kernelConfig != "" {
+		return Modules{}
+	}
 	return Modules{Initramfs: genericInitramfs, Early: genericEarly, Late: genericLate}
 }
 func (g generic) Console() string { return g.console }
@@ -96,7 +122,8 @@ func (g generic) Outputs() []Format { return AllFormats }
 
 // GenericAMD64 is an x86_64 UEFI VM or PC.
 func GenericAMD64() Board {
-	return generic{name: "generic-amd64", arch: AMD64, release: "6.12.95+deb12-amd64", console: "ttyS0,115200"}
+	return generic{name: "generic-amd64", arch: AMD64, release: "6.12.95+kiln-amd64", console: "ttyS0,115200",
+		kernelConfig: genericAMD64Config}
 }
 
 // GenericARM64 is an arm64 UEFI VM (QEMU virt, cloud) or server.

@@ -125,12 +125,18 @@ func run(_ []string) error {
 	var set *modules.Set
 	var devices <-chan []string
 	if params.Modules {
-		devices = scanDevices(log)
 		var err error
 		if set, err = moduleSet("/", release, log); err != nil {
 			log.Warn("modules: no usable manifest; relying on built-in drivers", "err", err)
-		} else if err := set.LoadProviders(rootNeeds()...); err != nil {
-			log.Error("modules for the root filesystem", "err", err)
+		} else if len(set.Manifest.Modules) == 0 {
+			// The kernel has every driver built in (generic-amd64's has no module support
+			// at all): no devices to match, no loader child to start.
+			set = nil
+		} else {
+			devices = scanDevices(log)
+			if err := set.LoadProviders(rootNeeds()...); err != nil {
+				log.Error("modules for the root filesystem", "err", err)
+			}
 		}
 	}
 

@@ -3,6 +3,7 @@
 package boardtest
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,7 +41,9 @@ func kernel(t *testing.T, b boards.Board) {
 	if k.Release == "" {
 		t.Fatalf("Kernel().Release is empty")
 	}
-	if k.Package.Name == "" || k.Package.Arch != string(b.Arch()) {
+	if k.Build != nil {
+		kernelBuild(t, b)
+	} else if k.Package.Name == "" || k.Package.Arch != string(b.Arch()) {
 		t.Errorf("Kernel().Package = %v, want a package for arch %s", k.Package, b.Arch())
 	}
 	if !strings.HasSuffix(k.Release, string(b.Arch())) {
@@ -48,8 +51,40 @@ func kernel(t *testing.T, b boards.Board) {
 	}
 }
 
+func kernelBuild(t *testing.T, b boards.Board) {
+	k := b.Kernel()
+	if k.Package.Name != "" {
+		t.Errorf("Kernel() has both Package %v and Build: want one source", k.Package)
+	}
+	kb := k.Build
+	if kb.Source.Name == "" || kb.Source.Arch != "all" {
+		t.Errorf("Kernel().Build.Source = %v, want Debian's linux-source package (arch all)", kb.Source)
+	}
+	if kb.Config.Name == "" || kb.Config.Arch != string(b.Arch()) {
+		t.Errorf("Kernel().Build.Config = %v, want Debian's linux-config package for %s", kb.Config, b.Arch())
+	}
+	if kb.ConfigName == "" || strings.Contains(kb.ConfigName, "/") {
+		t.Errorf("Kernel().Build.ConfigName = %q, want a file name", kb.ConfigName)
+	}
+	lines := strings.Split(kb.Fragment, "\n")
+	if !slices.Contains(lines, "# CONFIG_MODULES is not set") {
+		t.Errorf("Kernel().Build.Fragment does not turn modules off; a built kernel has none")
+	}
+	for i, l := range lines {
+		if l != "" && !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "CONFIG_") {
+			t.Errorf("Kernel().Build.Fragment line %d: %q is neither a CONFIG_ line nor a comment", i+1, l)
+		}
+	}
+}
+
 func modules(t *testing.T, b boards.Board) {
 	m := b.Modules()
+	if b.Kernel().Build != nil {
+		if len(m.Initramfs)+len(m.Early)+len(m.Late) != 0 {
+			t.Errorf("Modules() = %+v; a kernel Kiln builds has no modules (its fragment builds them in)", m)
+		}
+		return
+	}
 	if len(m.Early) == 0 {
 		t.Errorf("Modules().Early is empty; init needs at least squashfs")
 	}
@@ -125,8 +160,12 @@ func boot(t *testing.T, b boards.Board) {
 		}
 	}
 	pk := boards.Packages(b)
-	if len(pk) == 0 || pk[0] != b.Kernel().Package {
-		t.Errorf("Packages() = %v, want the kernel package first", pk)
+	first := b.Kernel().Package
+	if kb := b.Kernel().Build; kb != nil {
+		first = kb.Source
+	}
+	if len(pk) == 0 || pk[0] != first {
+		t.Errorf("Packages() = %v, want the kernel's package (%v) first", pk, first)
 	}
 }
 

@@ -23,7 +23,7 @@ func inputsCopy(t *testing.T, edit func(dir string)) string {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".deb") {
+		if strings.HasSuffix(e.Name(), ".deb") || e.Name() == "kernels" {
 			if err := os.Symlink(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
 				t.Fatal(err)
 			}
@@ -54,6 +54,9 @@ func TestBadInput(t *testing.T) {
 				os.WriteFile(p, []byte("not the package"), 0o644)
 			})
 		}, "input systemd-boot-efi:amd64 254.26-1~bpo12+1: " /* … has sha256 … */},
+		{"kernel not built", func(o *Options) {
+			o.InputsDir = inputsCopy(t, func(d string) { os.Remove(filepath.Join(d, "kernels")) })
+		}, "board generic-amd64 builds its kernel from Debian's source and "},
 		{"unwritable output", func(o *Options) { o.OutputDir = filepath.Join(notDir, "out") }, "output directory"},
 		{"invalid config", func(o *Options) {
 			o.Config = []byte("kind: Nope\n")

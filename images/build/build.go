@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -123,7 +124,9 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	}
 
 	step()
-	k, err := kernel.Extract(st, b, o.CacheDir, o.Log)
+	// A kernel built from source is made beforehand (make kernel, kctl image kernel):
+	// an image build stays a matter of a minute.
+	k, err := kernel.For(ctx, st, b, o.CacheDir, false, io.Discard, o.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/images/kernel"
 )
 
 // Shared across the package's tests: extracting a kernel from its package takes ~15 s.
@@ -72,12 +74,18 @@ func testInit(t testing.TB, arch boards.Arch) string {
 // testOptions are the options of a test build of b into out.
 func testOptions(t testing.TB, b boards.Board, out string, formats ...boards.Format) Options {
 	t.Helper()
+	inDir := inputsDir(t)
+	if b.Kernel().Build != nil {
+		if _, err := kernel.Built(inputs.NewStore(inDir, nil), b); err != nil {
+			t.Skipf("needs the built kernel: %v", err)
+		}
+	}
 	init := testInit(t, b.Arch())
 	return Options{
 		Board:     b,
 		Formats:   formats,
 		OutputDir: out,
-		InputsDir: inputsDir(t),
+		InputsDir: inDir,
 		CacheDir:  cacheDir,
 		Init:      init,
 		Machined:  init,

@@ -141,7 +141,7 @@ func TestQEMUBootRaw(t *testing.T) {
 func TestQEMUBootISO(t *testing.T) {
 	needQEMU(t, boards.AMD64)
 	line := bootUntilMarker(t, boards.AMD64, filepath.Join(buildAll(t), "generic-amd64.iso"), true)
-	if !strings.HasPrefix(line, marker+" release=6.12.95+deb12-amd64 root=present") {
+	if !strings.HasPrefix(line, marker+" release=6.12.95+kiln-amd64 root=present") {
 		t.Errorf("console: %q", line)
 	}
 }

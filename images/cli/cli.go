@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-os/kiln/images/build"
 	"github.com/kiln-os/kiln/images/inputs"
 	"github.com/kiln-os/kiln/images/inspect"
+	"github.com/kiln-os/kiln/images/kernel"
 	"github.com/kiln-os/kiln/machined/config"
 )
 
@@ -27,7 +28,7 @@ func NewCommand() *cobra.Command {
 		Use:   "image",
 		Short: "Build and inspect Kiln node images",
 	}
-	cmd.AddCommand(newBuildCommand(), newInspectCommand(), newFetchCommand())
+	cmd.AddCommand(newBuildCommand(), newInspectCommand(), newFetchCommand(), newKernelCommand())
 	return cmd
 }
 
@@ -210,5 +211,43 @@ func newFetchCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "_out/cache", "directory to download into")
+	return cmd
+}
+
+func newKernelCommand() *cobra.Command {
+	var board, dir string
+	cmd := &cobra.Command{
+		Use:   "kernel --board BOARD",
+		Short: "Build a board's kernel from Debian's pinned source and configuration (once; kept in --inputs/kernels)",
+		Long: "Build the kernel of a board whose kernel Kiln builds (generic-amd64) from the pinned\n" +
+			"linux-source and linux-config packages in --inputs with the board's configuration\n" +
+			"(boards/kernel/<board>.config). The result is kept under --inputs/kernels, keyed by every\n" +
+			"input and the toolchain, so a second run returns at once. About 40 minutes on two cores.\n" +
+			"Boards that take Debian's kernel package need nothing built.",
+		Args:         cobra.NoArgs,
+		SilenceUsage: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if board == "" {
+				return fmt.Errorf("--board is required (%s)", boardNames())
+			}
+			b, err := boards.Lookup(board)
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if b.Kernel().Build == nil {
+				log.Info("board takes Debian's kernel package: nothing to build", "board", b.Name())
+				return nil
+			}
+			k, err := kernel.Build(cmd.Context(), inputs.NewStore(dir, nil), b, cmd.ErrOrStderr(), log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), k.Dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&board, "board", "", "board whose kernel to build ("+boardNames()+")")
+	cmd.Flags().StringVar(&dir, "inputs", "_out/cache", "directory holding the pinned .deb inputs; the build goes into its kernels/")
 	return cmd
 }

@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +13,8 @@ import (
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/build"
 	"github.com/kiln-os/kiln/images/components/componentstest"
+	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/images/kernel"
 )
 
 func run(t *testing.T, args ...string) (string, string, error) {
@@ -52,6 +56,44 @@ func TestBuildFlagErrors(t *testing.T) {
 	}
 }
 
+func TestKernelCommand(t *testing.T) {
+	in := t.TempDir()
+	tests := []struct {
+		name    string
+		args    []string
+		want    string // in the error; empty: success
+		wantOut string
+	}{
+		{"no board", nil, "--board is required", ""},
+		{"unknown board", []string{"--board", "rpi9"}, `unknown board "rpi9"`, ""},
+		// generic-arm64 takes Debian's kernel package: nothing to build, no error.
+		{"package kernel", []string{"--board", "generic-arm64"}, "", ""},
+		// No pinned source in an empty inputs directory: the input is named, nothing built.
+		{"no source", []string{"--board", "generic-amd64"}, "input linux-source-6.12:all 6.12.95-1~bpo12+1 missing", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := run(t, append([]string{"kernel", "--inputs", in}, tt.args...)...)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("error = %v, want none", err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.want) {
+				if errors.Is(err, exec.ErrNotFound) {
+					t.Skipf("needs the kernel's toolchain: %v", err)
+				}
+				t.Fatalf("error = %v, want containing %q", err, tt.want)
+			}
+			if out != tt.wantOut {
+				t.Errorf("stdout = %q, want %q", out, tt.wantOut)
+			}
+			if ents, _ := os.ReadDir(in); len(ents) != 0 {
+				t.Errorf("the command left %s in the inputs", ents[0].Name())
+			}
+		})
+	}
+}
+
 func TestSourceDateEpochChecked(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "yesterday")
 	_, _, err := run(t, "build", "--board", "generic-amd64", "--output", t.TempDir())
@@ -69,6 +111,9 @@ func inputsDir(t *testing.T) string {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ca-certificates_20250419~deb12u2_all.deb")); err != nil {
 		t.Skip("needs inputs: run make inputs (images/fetch-inputs.sh)")
+	}
+	if _, err := kernel.Built(inputs.NewStore(dir, nil), boards.GenericAMD64()); err != nil {
+		t.Skipf("needs the built kernel: %v", err)
 	}
 	return dir
 }
@@ -111,7 +156,7 @@ func TestBuildAndInspect(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"kind: raw", "partition 1 EFI", "EFI/Linux/kiln-a+3-0.efi", "partition 3 STATE",
-		"kernel: 6.12.95+deb12-amd64", "machine config: none"} {
+		"kernel: 6.12.95+kiln-amd64", "machine config: none"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("inspect output lacks %q:\n%s", want, stdout)
 		}

@@ -19,19 +19,19 @@ func store(t *testing.T) *inputs.Store {
 		dir = filepath.Join("..", "..", "_out", "cache")
 	}
 	st := inputs.NewStore(dir, nil)
-	if _, err := st.Path(boards.GenericAMD64().Kernel().Package); err != nil {
+	if _, err := st.Path(boards.GenericARM64().Kernel().Package); err != nil {
 		t.Skipf("needs inputs: run make inputs (%v)", err)
 	}
 	return st
 }
 
-func TestExtractAMD64(t *testing.T) {
+func TestExtractARM64(t *testing.T) {
 	if testing.Short() {
 		t.Skip("reading the 100 MB kernel package takes ~15 s; skipped in -short mode")
 	}
 	st := store(t)
 	cache := t.TempDir()
-	b := boards.GenericAMD64()
+	b := boards.GenericARM64()
 	e, err := Extract(st, b, cache, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

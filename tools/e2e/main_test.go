@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/build"
 	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/images/kernel"
 	"github.com/kiln-os/kiln/tools/qemu"
 	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 )
@@ -87,8 +88,14 @@ func missing(root string) string {
 	if _, _, err := qemu.Firmware(qemu.AMD64); err != nil {
 		return fmt.Sprintf("needs UEFI firmware: %v", err)
 	}
-	if err := inputs.NewStore(filepath.Join(root, "_out", "cache"), nil).Verify(env.board); err != nil {
+	st := inputs.NewStore(filepath.Join(root, "_out", "cache"), nil)
+	if err := st.Verify(env.board); err != nil {
 		return fmt.Sprintf("needs the pinned inputs in _out/cache (run make inputs): %v", err)
+	}
+	if env.board.Kernel().Build != nil {
+		if _, err := kernel.Built(st, env.board); err != nil {
+			return fmt.Sprintf("needs the built kernel: %v", err)
+		}
 	}
 	return ""
 }

@@ -47,7 +47,9 @@ apt-get update -qq
 
 # Tools the tests check real artifacts with, clang for the BPF programs
 # (make generate), QEMU for the end-to-end layer, and iptables/nftables for
-# the kube-proxy anchor of make bench-proxy.
+# the kube-proxy anchor of make bench-proxy; what building the kernel from
+# Debian's source takes (make kernel: gcc, flex, bison, bc, libelf and libssl
+# headers, pahole for the kernel's BTF).
 packages=(
 	git make ca-certificates
 	clang-19 llvm-19 linux-libc-dev
@@ -55,6 +57,7 @@ packages=(
 	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
 	ovmf qemu-efi-aarch64
 	iptables nftables conntrack
+	flex bison bc libelf-dev libssl-dev pahole xz-utils
 	${PACKAGES_EXTRA:-}
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -52,6 +52,7 @@ import (
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/build"
 	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/images/kernel"
 	"github.com/kiln-os/kiln/machined/api/machine"
 	"github.com/kiln-os/kiln/machined/client"
 	"github.com/kiln-os/kiln/tools/internal/benchstat"
@@ -109,6 +110,8 @@ func runMain(m *testing.M) int {
 		env.skip = fmt.Sprintf("needs UEFI firmware: %v", err)
 	} else if err := inputs.NewStore(inputsDir, nil).Verify(b); err != nil {
 		env.skip = fmt.Sprintf("needs the pinned inputs (make inputs): %v", err)
+	} else if _, err := kernel.Built(inputs.NewStore(inputsDir, nil), b); b.Kernel().Build != nil && err != nil {
+		env.skip = fmt.Sprintf("needs the built kernel: %v", err)
 	}
 	if env.skip != "" {
 		return m.Run()

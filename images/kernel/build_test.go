@@ -1,0 +1,188 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/inputs"
+)
+
+// fragmentBoard is generic-amd64 with another configuration fragment.
+type fragmentBoard struct {
+	boards.Board
+	fragment string
+}
+
+func (f fragmentBoard) Kernel() boards.Kernel {
+	k := f.Board.Kernel()
+	kb := *k.Build
+	kb.Fragment = f.fragment
+	k.Build = &kb
+	return k
+}
+
+func TestBuildKey(t *testing.T) {
+	st := inputs.NewStore(t.TempDir(), nil)
+	b := boards.GenericAMD64()
+	base, err := BuildKey(st, b)
+	if err != nil {
+		t.Skipf("needs the kernel's toolchain: %v", err)
+	}
+	if again, _ := BuildKey(st, b); again != base {
+		t.Fatalf("BuildKey is not stable: %s, then %s", base, again)
+	}
+	other := func(name string, key func() (string, error)) {
+		t.Helper()
+		k, err := key()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if k == base {
+			t.Errorf("%s: key unchanged (%s); a build of other inputs would be taken for this one", name, k)
+		}
+	}
+	other("fragment", func() (string, error) {
+		return BuildKey(st, fragmentBoard{b, b.Kernel().Build.Fragment + "CONFIG_E1000=n\n"})
+	})
+	other("source pin", func() (string, error) {
+		lock := *inputs.DefaultLock()
+		lock.Entries = append([]inputs.Entry(nil), lock.Entries...)
+		for i, e := range lock.Entries {
+			if e.Ref() == b.Kernel().Build.Source {
+				lock.Entries[i].SHA256 = strings.Repeat("0", 64)
+			}
+		}
+		return BuildKey(inputs.NewStore(st.Dir, &lock), b)
+	})
+	other("toolchain", func() (string, error) {
+		saved := toolchain
+		defer func() { toolchain = saved }()
+		toolchain = func() (string, error) { return "gcc (other) 13.0\nv1.25", nil }
+		return BuildKey(st, b)
+	})
+	other("script", func() (string, error) {
+		saved := buildScript
+		defer func() { buildScript = saved }()
+		buildScript = append(bytes.Clone(saved), "\n# changed\n"...)
+		return BuildKey(st, b)
+	})
+
+	if _, err := BuildKey(st, boards.GenericARM64()); err == nil {
+		t.Errorf("BuildKey(generic-arm64) succeeded; that board takes Debian's package")
+	}
+}
+
+func TestBuiltMissing(t *testing.T) {
+	st := inputs.NewStore(t.TempDir(), nil)
+	_, err := Built(st, boards.GenericAMD64())
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("needs the kernel's toolchain: %v", err)
+	}
+	if !errors.Is(err, ErrNotBuilt) || !strings.Contains(err.Error(), "run make kernel") {
+		t.Errorf("Built() in an empty store = %v, want ErrNotBuilt telling to run make kernel", err)
+	}
+}
+
+// realStore returns the inputs with Debian's kernel source, or skips the test.
+func realStore(t *testing.T) *inputs.Store {
+	t.Helper()
+	dir := os.Getenv("KILN_INPUTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "_out", "cache")
+	}
+	st := inputs.NewStore(dir, nil)
+	kb := boards.GenericAMD64().Kernel().Build
+	for _, ref := range []boards.PackageRef{kb.Source, kb.Config} {
+		if _, err := st.Path(ref); err != nil {
+			t.Skipf("needs inputs: run make inputs (%v)", err)
+		}
+	}
+	if _, err := toolchain(); err != nil {
+		t.Skipf("needs the kernel's toolchain: %v", err)
+	}
+	return st
+}
+
+// TestBuildRejectsFragment: a line the configuration cannot take fails the build with
+// one message naming it, before anything is compiled, and leaves no build behind.
+func TestBuildRejectsFragment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("unpacks Debian's kernel source (~30 s); skipped in -short mode")
+	}
+	real := realStore(t)
+	st := inputs.NewStore(t.TempDir(), nil)
+	for _, ref := range []boards.PackageRef{boards.GenericAMD64().Kernel().Build.Source, boards.GenericAMD64().Kernel().Build.Config} {
+		p, err := real.Path(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(st.Dir, filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := fragmentBoard{boards.GenericAMD64(), "# CONFIG_MODULES is not set\n# CONFIG_PCI is not set\nCONFIG_E1000E=y\n"}
+	_, err := Build(context.Background(), st, b, io.Discard, slog.New(slog.DiscardHandler))
+	want := `"CONFIG_E1000E=y" does not hold after olddefconfig`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Build() = %v, want an error containing %s", err, want)
+	}
+	left, _ := os.ReadDir(filepath.Join(st.Dir, "kernels"))
+	for _, e := range left {
+		t.Errorf("the failed build left %s in the store", e.Name())
+	}
+}
+
+// TestBuiltKernel checks the build make kernel made: Kiln's release, every fragment line
+// in its configuration, a bzImage.
+func TestBuiltKernel(t *testing.T) {
+	st := realStore(t)
+	b := boards.GenericAMD64()
+	e, err := Built(st, b)
+	if errors.Is(err, ErrNotBuilt) {
+		t.Skipf("needs the built kernel: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(e.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(cfg), "\n") {
+		have[l] = true
+	}
+	for _, l := range strings.Split(b.Kernel().Build.Fragment, "\n") {
+		if strings.HasPrefix(l, "CONFIG_") || strings.HasSuffix(l, " is not set") {
+			if !have[l] {
+				t.Errorf("built configuration lacks %q", l)
+			}
+		}
+	}
+	for _, l := range []string{"CONFIG_DEBUG_INFO_BTF=y", "CONFIG_SQUASHFS_ZSTD=y", "CONFIG_EFI_STUB=y"} {
+		if !have[l] {
+			t.Errorf("built configuration lacks %q (Debian's, which the fragment keeps)", l)
+		}
+	}
+	img, err := os.ReadFile(e.Image())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The x86 boot protocol: "HdrS" at 0x202, and the version string's offset at 0x20e.
+	if len(img) < 0x210 || string(img[0x202:0x206]) != "HdrS" {
+		t.Fatalf("%s is not a bzImage", e.Image())
+	}
+	off := 0x200 + (int(img[0x20e]) | int(img[0x20f])<<8)
+	if v := string(img[off : off+len(b.Kernel().Release)]); v != b.Kernel().Release {
+		t.Errorf("bzImage says release %q, want %q", v, b.Kernel().Release)
+	}
+}
