@@ -47,11 +47,11 @@ dpkg-deb --fsys-tarfile "$cfg_deb" | tar -xO --wildcards "./usr/src/linux-config
 	xz -d | sed -E 's/^(CONFIG_[A-Za-z0-9_]+)=m$/# \1 is not set/' >"$src/.config"
 cat "$fragment" >>"$src/.config"
 # The override warnings name every symbol the fragment changes: expected, not shown.
-if ! out=$(make -s -C "$src" olddefconfig 2>&1); then
-	echo "$out" >&2
+if ! olddef=$(make -s -C "$src" olddefconfig 2>&1); then
+	echo "$olddef" >&2
 	exit 1
 fi
-echo "$out" | grep -v 'warning: override: reassigning to symbol' >&2 || true
+echo "$olddef" | grep -v 'warning: override: reassigning to symbol' >&2 || true
 bad=0
 while IFS= read -r line; do
 	if ! grep -qxF -- "$line" "$src/.config"; then

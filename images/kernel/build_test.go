@@ -3,7 +3,9 @@ package kernel
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -184,5 +186,109 @@ func TestBuiltKernel(t *testing.T) {
 	off := 0x200 + (int(img[0x20e]) | int(img[0x20f])<<8)
 	if v := string(img[off : off+len(b.Kernel().Release)]); v != b.Kernel().Release {
 		t.Errorf("bzImage says release %q, want %q", v, b.Kernel().Release)
+	}
+}
+
+// fakeDeb writes a .deb holding files (path → content) with dpkg-deb and returns its
+// path and sha256.
+func fakeDeb(t *testing.T, dir, name string, files map[string][]byte) (string, string) {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), name)
+	control := "Package: " + name + "\nVersion: 1\nArchitecture: all\nMaintainer: kiln\nDescription: test\n"
+	files["DEBIAN/control"] = []byte(control)
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deb := filepath.Join(dir, name+".deb")
+	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "-Zxz", "--build", root, deb).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return deb, fmt.Sprintf("%x", sha256.Sum256(data))
+}
+
+// TestBuildWhole runs the build script from start to end on a stand-in source tree
+// whose Makefile writes a fake bzImage: unpacking, configuration, the output's
+// layout and its move into the store, and the second call finding it.
+func TestBuildWhole(t *testing.T) {
+	for _, tool := range []string{"dpkg-deb", "xz", "make", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %v", tool, err)
+		}
+	}
+	b := boards.GenericAMD64()
+	kb := b.Kernel().Build
+	dir := t.TempDir()
+
+	// The source package holds the tarball of a tree whose Makefile stands in for
+	// Kbuild's targets.
+	tree := filepath.Join(t.TempDir(), "linux-source-6.12")
+	makefile := "olddefconfig:\n\t@true\nbzImage:\n\t@mkdir -p arch/x86/boot && printf 'HdrS fake' > arch/x86/boot/bzImage\n" +
+		"kernelrelease:\n\t@echo " + b.Kernel().Release + "\n"
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "Makefile"), []byte(makefile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tarball := filepath.Join(t.TempDir(), "linux-source-6.12.tar.xz")
+	if out, err := exec.Command("tar", "-cJf", tarball, "-C", filepath.Dir(tree), "linux-source-6.12").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	tb, err := os.ReadFile(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcDeb, srcSum := fakeDeb(t, dir, "linux-source", map[string][]byte{"usr/src/linux-source-6.12.tar.xz": tb})
+	cfgXZ, err := exec.Command("sh", "-c", "printf 'CONFIG_DEBIAN=y\\nCONFIG_DRIVER=m\\n' | xz").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgDeb, cfgSum := fakeDeb(t, dir, "linux-config", map[string][]byte{"usr/src/linux-config-6.12/" + kb.ConfigName: cfgXZ})
+
+	lock := &inputs.Lock{Entries: []inputs.Entry{
+		{Package: kb.Source.Name, Arch: kb.Source.Arch, Version: "1", SHA256: srcSum, File: filepath.Base(srcDeb)},
+		{Package: kb.Config.Name, Arch: kb.Config.Arch, Version: "1", SHA256: cfgSum, File: filepath.Base(cfgDeb)},
+	}}
+	st := inputs.NewStore(dir, lock)
+	var log bytes.Buffer
+	e, err := Build(context.Background(), st, b, &log, slog.New(slog.DiscardHandler))
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("needs the kernel's toolchain: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	if e.Release != b.Kernel().Release {
+		t.Errorf("Release = %q, want %q", e.Release, b.Kernel().Release)
+	}
+	if got, _ := os.ReadFile(e.Image()); string(got) != "HdrS fake" {
+		t.Errorf("vmlinuz = %q, want the tree's bzImage", got)
+	}
+	cfg, _ := os.ReadFile(e.Config())
+	if !strings.HasPrefix(string(cfg), "CONFIG_DEBIAN=y\n# CONFIG_DRIVER is not set\n") || !strings.Contains(string(cfg), "# CONFIG_MODULES is not set\n") {
+		t.Errorf("config: Debian's modules not turned off or the fragment not applied:\n%.200s", cfg)
+	}
+	want, _ := BuildDir(st, b)
+	if e.Dir != want {
+		t.Errorf("build in %s, want %s", e.Dir, want)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(e.Dir))
+	if len(ents) != 1 {
+		t.Errorf("the store's kernels holds %d entries, want only the build (no work directory left)", len(ents))
+	}
+	// The second call finds the build and runs nothing.
+	log.Reset()
+	again, err := Build(context.Background(), st, b, &log, slog.New(slog.DiscardHandler))
+	if err != nil || again.Dir != e.Dir || log.Len() != 0 {
+		t.Errorf("second Build = %v, %v, output %q; want the same build, nothing run", again, err, log.String())
 	}
 }

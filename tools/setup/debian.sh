@@ -49,7 +49,7 @@ apt-get update -qq
 # (make generate), QEMU for the end-to-end layer, and iptables/nftables for
 # the kube-proxy anchor of make bench-proxy; what building the kernel from
 # Debian's source takes (make kernel: gcc, flex, bison, bc, libelf and libssl
-# headers, pahole for the kernel's BTF).
+# headers, pahole for the kernel's BTF, zstd for its compression).
 packages=(
 	git make ca-certificates
 	clang-19 llvm-19 linux-libc-dev
@@ -57,7 +57,7 @@ packages=(
 	dosfstools e2fsprogs squashfs-tools mtools xorriso fdisk
 	ovmf qemu-efi-aarch64
 	iptables nftables conntrack
-	flex bison bc libelf-dev libssl-dev pahole xz-utils
+	flex bison bc libelf-dev libssl-dev pahole xz-utils zstd
 	${PACKAGES_EXTRA:-}
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
