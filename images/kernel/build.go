@@ -121,10 +121,7 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, fmt.Errorf("kernel builds: %w", err)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".inputs-")
+	tmp, err := tempBeside(dir, ".inputs-")
 	if err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}

@@ -97,11 +97,7 @@ func TestBuiltMissing(t *testing.T) {
 // realStore returns the inputs with Debian's kernel source, or skips the test.
 func realStore(t *testing.T) *inputs.Store {
 	t.Helper()
-	dir := os.Getenv("KILN_INPUTS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "_out", "cache")
-	}
-	st := inputs.NewStore(dir, nil)
+	st := inputs.NewStore(inputsDir(), nil)
 	kb := boards.GenericAMD64().Kernel().Build
 	for _, ref := range []boards.PackageRef{kb.Source, kb.Config} {
 		if _, err := st.Path(ref); err != nil {

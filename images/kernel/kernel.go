@@ -76,10 +76,7 @@ func Extract(st *inputs.Store, b boards.Board, cacheDir string, log *slog.Logger
 		log.Warn("kernel cache unreadable, extracting again", "dir", dir, "err", err)
 	}
 	log.Info("extracting kernel", "package", k.Package.String(), "release", k.Release)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, fmt.Errorf("kernel cache: %w", err)
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), ".extract-")
+	tmp, err := tempBeside(dir, ".extract-")
 	if err != nil {
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
@@ -95,6 +92,15 @@ func Extract(st *inputs.Store, b boards.Board, cacheDir string, log *slog.Logger
 		return nil, fmt.Errorf("kernel cache: %w", err)
 	}
 	return load(dir)
+}
+
+// tempBeside makes a temporary directory next to dir (creating dir's parent), so that
+// renaming it to dir stays on one filesystem.
+func tempBeside(dir, prefix string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	return os.MkdirTemp(filepath.Dir(dir), prefix)
 }
 
 func load(dir string) (*Extracted, error) {

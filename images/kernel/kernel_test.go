@@ -12,13 +12,17 @@ import (
 	"github.com/kiln-os/kiln/images/kmod"
 )
 
+// inputsDir is $KILN_INPUTS, or the repository's _out/cache.
+func inputsDir() string {
+	if dir := os.Getenv("KILN_INPUTS"); dir != "" {
+		return dir
+	}
+	return filepath.Join("..", "..", "_out", "cache")
+}
+
 func store(t *testing.T) *inputs.Store {
 	t.Helper()
-	dir := os.Getenv("KILN_INPUTS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "_out", "cache")
-	}
-	st := inputs.NewStore(dir, nil)
+	st := inputs.NewStore(inputsDir(), nil)
 	if _, err := st.Path(boards.GenericARM64().Kernel().Package); err != nil {
 		t.Skipf("needs inputs: run make inputs (%v)", err)
 	}
