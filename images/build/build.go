@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -126,7 +125,7 @@ func Build(ctx context.Context, o Options) (res *Result, err error) {
 	step()
 	// A kernel built from source is made beforehand (make kernel, kctl image kernel):
 	// an image build stays a matter of a minute.
-	k, err := kernel.For(ctx, st, b, o.CacheDir, false, io.Discard, o.Log)
+	k, err := kernel.For(st, b, o.CacheDir, o.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -75,10 +75,8 @@ func testInit(t testing.TB, arch boards.Arch) string {
 func testOptions(t testing.TB, b boards.Board, out string, formats ...boards.Format) Options {
 	t.Helper()
 	inDir := inputsDir(t)
-	if b.Kernel().Build != nil {
-		if _, err := kernel.Built(inputs.NewStore(inDir, nil), b); err != nil {
-			t.Skipf("needs the built kernel: %v", err)
-		}
+	if err := kernel.Ready(inputs.NewStore(inDir, nil), b); err != nil {
+		t.Skipf("needs the built kernel: %v", err)
 	}
 	init := testInit(t, b.Arch())
 	return Options{

@@ -112,7 +112,7 @@ func inputsDir(t *testing.T) string {
 	if _, err := os.Stat(filepath.Join(dir, "ca-certificates_20250419~deb12u2_all.deb")); err != nil {
 		t.Skip("needs inputs: run make inputs (images/fetch-inputs.sh)")
 	}
-	if _, err := kernel.Built(inputs.NewStore(dir, nil), boards.GenericAMD64()); err != nil {
+	if err := kernel.Ready(inputs.NewStore(dir, nil), boards.GenericAMD64()); err != nil {
 		t.Skipf("needs the built kernel: %v", err)
 	}
 	return dir

@@ -145,16 +145,24 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	return loadBuilt(dir, b)
 }
 
-// For returns b's kernel: taken out of its Debian package (Extract), or built from
-// source. A missing build is made when build is true, and an ErrNotBuilt error otherwise.
-func For(ctx context.Context, st *inputs.Store, b boards.Board, cacheDir string, build bool, w io.Writer, log *slog.Logger) (*Extracted, error) {
+// For returns b's kernel for an image: taken out of its Debian package (Extract), or
+// the build make kernel made (Built; an ErrNotBuilt error when there is none).
+func For(st *inputs.Store, b boards.Board, cacheDir string, log *slog.Logger) (*Extracted, error) {
 	if b.Kernel().Build == nil {
 		return Extract(st, b, cacheDir, log)
 	}
-	if build {
-		return Build(ctx, st, b, w, log)
-	}
 	return Built(st, b)
+}
+
+// Ready says whether b's kernel can go into an image without a build first: always
+// for a kernel taken from its package; for one built from source once make kernel has
+// built it (the error wraps ErrNotBuilt otherwise). Tests that build images skip on it.
+func Ready(st *inputs.Store, b boards.Board) error {
+	if b.Kernel().Build == nil {
+		return nil
+	}
+	_, err := Built(st, b)
+	return err
 }
 
 // loadBuilt reads a build directory: vmlinuz, config and release, as build-kernel.sh

@@ -92,10 +92,8 @@ func missing(root string) string {
 	if err := st.Verify(env.board); err != nil {
 		return fmt.Sprintf("needs the pinned inputs in _out/cache (run make inputs): %v", err)
 	}
-	if env.board.Kernel().Build != nil {
-		if _, err := kernel.Built(st, env.board); err != nil {
-			return fmt.Sprintf("needs the built kernel: %v", err)
-		}
+	if err := kernel.Ready(st, env.board); err != nil {
+		return fmt.Sprintf("needs the built kernel: %v", err)
 	}
 	return ""
 }

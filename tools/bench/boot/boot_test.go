@@ -110,7 +110,7 @@ func runMain(m *testing.M) int {
 		env.skip = fmt.Sprintf("needs UEFI firmware: %v", err)
 	} else if err := inputs.NewStore(inputsDir, nil).Verify(b); err != nil {
 		env.skip = fmt.Sprintf("needs the pinned inputs (make inputs): %v", err)
-	} else if _, err := kernel.Built(inputs.NewStore(inputsDir, nil), b); b.Kernel().Build != nil && err != nil {
+	} else if err := kernel.Ready(inputs.NewStore(inputsDir, nil), b); err != nil {
 		env.skip = fmt.Sprintf("needs the built kernel: %v", err)
 	}
 	if env.skip != "" {
