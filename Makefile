@@ -67,6 +67,10 @@ check-generated: generate ## Fail when generated files are stale.
 inputs: ## Fetch the pinned Debian packages images take into _out/cache (apt-get download, sha256 checked).
 	images/fetch-inputs.sh $(OUT)/cache
 
+.PHONY: kernel-repro
+kernel-repro: kernel ## Build the kernel a second time in a scratch directory and compare it byte for byte with make kernel's (~40 min).
+	KILN_KERNEL_REPRO=1 $(GO) test ./images/kernel -run '^TestBuildReproducible$$' -count 1 -timeout 90m -v
+
 .PHONY: kernel
 kernel: ## Build the kernels Kiln builds (generic-amd64) from Debian's pinned source into _out/cache/kernels (once per pin; ~40 min).
 	$(GO) run ./tools/kctl image kernel --board generic-amd64 --inputs $(OUT)/cache

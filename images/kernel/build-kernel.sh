@@ -15,7 +15,7 @@
 # applied, so the fragment says what the kernel builds in. Only amd64 (bzImage) so far.
 # The build is reproducible for the same inputs and toolchain: the build's time stamp
 # is the source tarball's, user and host are fixed, and nothing of the build directory
-# reaches the image. OUT appears whole or not at all.
+# reaches the image (see the prefix map below). OUT appears whole or not at all.
 set -euo pipefail
 
 if [ $# -ne 5 ]; then
@@ -65,6 +65,12 @@ done < <(grep -E '^(CONFIG_[A-Za-z0-9_]+=|# CONFIG_[A-Za-z0-9_]+ is not set$)' "
 
 stamp=$(date -u -R -r "$src/Makefile")
 export KBUILD_BUILD_TIMESTAMP="$stamp" KBUILD_BUILD_USER=kiln KBUILD_BUILD_HOST=kiln KBUILD_BUILD_VERSION=1
+# The debug information names the directory each file was compiled in (DW_AT_comp_dir),
+# and vmlinux's build ID is a hash over the whole file, debug sections included; the ID
+# stays in the image when the debug sections are stripped. So the work directory's random
+# name would make every build's image differ: map it to ".". (A set build time stamp
+# also keeps pahole from its parallel, unordered BTF encoding: scripts/Makefile.btf.)
+export KCFLAGS="-ffile-prefix-map=$src=." KAFLAGS="-ffile-prefix-map=$src=."
 echo "build-kernel: building $(make -s -C "$src" kernelrelease LOCALVERSION=) with $jobs jobs"
 make -s -C "$src" -j"$jobs" bzImage LOCALVERSION=
 

@@ -110,14 +110,11 @@ func realStore(t *testing.T) *inputs.Store {
 	return st
 }
 
-// TestBuildRejectsFragment: a line the configuration cannot take fails the build with
-// one message naming it, before anything is compiled, and leaves no build behind.
-func TestBuildRejectsFragment(t *testing.T) {
-	if testing.Short() {
-		t.Skip("unpacks Debian's kernel source (~30 s); skipped in -short mode")
-	}
-	real := realStore(t)
-	st := inputs.NewStore(t.TempDir(), nil)
+// linkedStore returns a store in dir that links to real's kernel source and
+// configuration packages and has no builds.
+func linkedStore(t *testing.T, real *inputs.Store, dir string) *inputs.Store {
+	t.Helper()
+	st := inputs.NewStore(dir, nil)
 	for _, ref := range []boards.PackageRef{boards.GenericAMD64().Kernel().Build.Source, boards.GenericAMD64().Kernel().Build.Config} {
 		p, err := real.Path(ref)
 		if err == nil {
@@ -130,6 +127,65 @@ func TestBuildRejectsFragment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return st
+}
+
+// TestBuildReproducible builds generic-amd64's kernel a second time, in another
+// directory, and compares it byte for byte with the build make kernel made. It takes
+// as long as make kernel (~40 min on two cores), so it runs only when asked:
+// make kernel-repro. A build that differs is kept for a look (its path is logged).
+func TestBuildReproducible(t *testing.T) {
+	if os.Getenv("KILN_KERNEL_REPRO") == "" {
+		t.Skip("a second kernel build takes ~40 min; make kernel-repro runs it (KILN_KERNEL_REPRO=1)")
+	}
+	real := realStore(t)
+	b := boards.GenericAMD64()
+	first, err := Built(real, b)
+	if errors.Is(err, ErrNotBuilt) {
+		t.Skipf("needs the build to compare with: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "kiln-kernel-repro-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := linkedStore(t, real, dir)
+	second, err := Build(context.Background(), st, b, io.Discard, slog.New(slog.DiscardHandler))
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	same := true
+	for _, name := range []string{"vmlinuz", "config", "release"} {
+		one, err := os.ReadFile(filepath.Join(first.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		two, err := os.ReadFile(filepath.Join(second.Dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(one, two) {
+			same = false
+			t.Errorf("%s differs: sha256 %x in %s, %x in %s", name, sha256.Sum256(one), first.Dir, sha256.Sum256(two), second.Dir)
+		}
+	}
+	if same {
+		os.RemoveAll(dir)
+		return
+	}
+	t.Logf("the second build is kept in %s", second.Dir)
+}
+
+// TestBuildRejectsFragment: a line the configuration cannot take fails the build with
+// one message naming it, before anything is compiled, and leaves no build behind.
+func TestBuildRejectsFragment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("unpacks Debian's kernel source (~30 s); skipped in -short mode")
+	}
+	st := linkedStore(t, realStore(t), t.TempDir())
 	b := fragmentBoard{boards.GenericAMD64(), "# CONFIG_MODULES is not set\n# CONFIG_PCI is not set\nCONFIG_E1000E=y\n"}
 	_, err := Build(context.Background(), st, b, io.Discard, slog.New(slog.DiscardHandler))
 	want := `"CONFIG_E1000E=y" does not hold after olddefconfig`
