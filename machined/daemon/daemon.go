@@ -147,10 +147,6 @@ type Options struct {
 	Power func(PowerAction) error
 	// DebugActions enables the DebugAction call (tests).
 	DebugActions bool
-	// WarmAPI makes one call to the machine API over an in-memory connection
-	// while a node starts in maintenance mode (server.Warm), so that the first
-	// caller's does not run the TLS, HTTP/2 and gRPC code for the first time.
-	WarmAPI bool
 	// Exit ends the process for the "crash" debug action (os.Exit when nil).
 	Exit func(code int)
 	// MountsPath is the mount table (/proc/self/mounts when empty) and
@@ -364,11 +360,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if earlyDone && d.opts.WarmAPI {
-		// Maintenance mode: it runs beside the network's start and the wait for
-		// an address, when the node's CPUs have room.
-		go d.warmAPI(ctx)
-	}
 
 	beforeActivate := func() {
 		if d.opts.BeforeActivate != nil {
@@ -426,19 +417,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.announce()
 	return nil
-}
-
-// warmAPI runs server.Warm and logs how long it took. Start's context may end with
-// Start (tests); a stopped server ends the call as well.
-func (d *Daemon) warmAPI(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	start := time.Now()
-	if err := d.srv.Warm(ctx); err != nil {
-		d.log.Debug("warm the machine API", "err", err)
-		return
-	}
-	d.log.Debug("machine API warmed", "took", time.Since(start))
 }
 
 // takeSeed applies a configuration the image builder put on STATE, when

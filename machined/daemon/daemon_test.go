@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,14 +109,12 @@ func withServices(svcs ...*config.ServiceConfig) func(*config.Config) {
 // at the end of the test.
 func startDaemon(t *testing.T, root string) *Daemon {
 	t.Helper()
-	return startDaemonWith(t, Options{Root: root, Logger: slog.New(slog.DiscardHandler)})
-}
-
-// startDaemonWith is startDaemon with more options (Root and Logger set).
-func startDaemonWith(t *testing.T, opts Options) *Daemon {
-	t.Helper()
-	opts.Listen, opts.SysBlock = "127.0.0.1:0", t.TempDir()
-	d, err := New(opts)
+	d, err := New(Options{
+		Root:     root,
+		Listen:   "127.0.0.1:0",
+		Logger:   slog.New(slog.DiscardHandler),
+		SysBlock: t.TempDir(),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,30 +297,6 @@ func TestApplyInMaintenanceOverTheAPI(t *testing.T) {
 	}
 	if got.GetChecksum() != checksum(configBytes(t, nil)) {
 		t.Errorf("GetConfig checksum = %s, want %s", got.GetChecksum(), checksum(configBytes(t, nil)))
-	}
-}
-
-// TestWarmAPI: a node in maintenance mode makes one call to its own API as it starts
-// (WarmAPI); a configured one does not, since it would be refused without a client
-// certificate.
-func TestWarmAPI(t *testing.T) {
-	root := t.TempDir()
-	start := func(logs *syncBuffer) *Daemon {
-		return startDaemonWith(t, Options{Root: root, WarmAPI: true,
-			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	}
-	var first, second syncBuffer
-	d := start(&first)
-	waitFor(t, "the warm-up call", func() bool { return strings.Contains(first.String(), "warm") })
-	if got := first.String(); !strings.Contains(got, `msg="machine API warmed"`) {
-		t.Fatalf("the warm-up call failed:\n%s", got)
-	}
-	apply(t, d, configBytes(t, nil), machine.ApplyMode_APPLY_MODE_AUTO)
-	stopDaemon(t, d)
-
-	start(&second)
-	if got := second.String(); strings.Contains(got, "warm") {
-		t.Errorf("a configured daemon warmed its API:\n%s", got)
 	}
 }
 

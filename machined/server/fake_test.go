@@ -24,7 +24,6 @@ type fakeMachine struct {
 	shutdowns int
 	redacted  []bool // the redact argument of every Config call
 	applied   []ApplyRequest
-	versions  int // Version calls answered
 	// debug enables DebugAction; actions lists those it ran.
 	debug   bool
 	actions []string
@@ -70,9 +69,6 @@ func (f *fakeMachine) Config(_ context.Context, redact bool) (*ConfigState, erro
 }
 
 func (f *fakeMachine) Version(context.Context) (*Version, error) {
-	f.mu.Lock()
-	f.versions++
-	f.mu.Unlock()
 	return &Version{Tag: "v0.0.0-test", Platform: "process", Hostname: "node-1"}, nil
 }
 

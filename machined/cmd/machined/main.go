@@ -157,7 +157,6 @@ func runNode(ctx context.Context, listen, kmsg string, debugActions bool, lvl sl
 		Network:          node.Network(),
 		BeforeActivate:   node.WaitModules,
 		DebugActions:     debugActions,
-		WarmAPI:          true,
 		Power: func(a daemon.PowerAction) error {
 			powered = true
 			return node.Power(a)

@@ -30,7 +30,9 @@
 // revision), each iteration boots that image too, and baseline-ready-ms, baseline-api-ms
 // and vs-baseline-ready-ms compare the two builds under the same host load (and
 // guest-vs-baseline-ready-median-ms in the guest's clock, when the baseline's readiness
-// line has uptime=; vs-baseline-banner-to-ready-median-ms from each boot's own banner):
+// line has uptime=; vs-baseline-banner-to-ready-median-ms from each boot's own banner;
+// vs-baseline-api-median-ms, vs-baseline-banner-to-api-median-ms and
+// baseline-first-call-median-ms the same for the first answer):
 // the host's noise moves a single run by more than most changes to the boot.
 // machined-cpu-ms (and baseline-machined-cpu-ms) is the CPU time machined has used by
 // its readiness line: the host's load moves it less (two runs: 1.17 and 1.30 s, while
@@ -224,10 +226,10 @@ func BenchmarkBoot(b *testing.B) {
 			var floor, reach, ready, api, cpu, baseReady, baseAPI, baseCPU time.Duration
 			// Per iteration: the node's extras over the floor and the reach image booted
 			// just before it, and its readiness against the baseline's booted just after.
-			var extraReady, extraAPI, extraReach, work, firstCall, vsBase []time.Duration
+			var extraReady, extraAPI, extraReach, work, firstCall, vsBase, vsBaseAPI, baseFirstCall []time.Duration
 			var guestReady, guestReach, guestWork, guestVsBase []time.Duration
 			// From init's banner, in the same boot: no floor or baseline boot's noise.
-			var bannerReady, bannerAPI, bannerVsBase []time.Duration
+			var bannerReady, bannerAPI, bannerVsBase, bannerAPIVsBase []time.Duration
 			for b.Loop() {
 				fb := bootFloor(b, uefi)
 				f := fb.host
@@ -255,13 +257,18 @@ func BenchmarkBoot(b *testing.B) {
 				b.Logf("%s: floor %v (uptime %v), reach %v (%v), init's banner %v, ready %v (%v), first call %v, machined cpu %v",
 					method, msr(f), fb.guest, msr(rf), rb.guest, msr(nb.banner), msr(r), nb.guest, msr(a), c)
 				if env.baseline != nil {
-					bb, a, c := bootNode(b, *env.baseline, uefi)
+					bb, ba, c := bootNode(b, *env.baseline, uefi)
 					br := bb.host
 					baseReady += br
-					baseAPI += a
+					baseAPI += ba
 					baseCPU += c
 					vsBase = append(vsBase, r-br)
+					vsBaseAPI = append(vsBaseAPI, a-ba)
+					baseFirstCall = append(baseFirstCall, ba-br)
 					bannerVsBase = append(bannerVsBase, (r-nb.banner)-(br-bb.banner))
+					bannerAPIVsBase = append(bannerAPIVsBase, (a-nb.banner)-(ba-bb.banner))
+					b.Logf("%s: baseline: init's banner %v, ready %v (%v), first call %v, machined cpu %v",
+						method, msr(bb.banner), msr(br), bb.guest, msr(ba), c)
 					if bb.guest > 0 {
 						guestVsBase = append(guestVsBase, nb.guest-bb.guest)
 					}
@@ -292,6 +299,9 @@ func BenchmarkBoot(b *testing.B) {
 				b.ReportMetric(ms(ready-baseReady), "vs-baseline-ready-ms")
 				b.ReportMetric(med(vsBase), "vs-baseline-ready-median-ms")
 				b.ReportMetric(med(bannerVsBase), "vs-baseline-banner-to-ready-median-ms")
+				b.ReportMetric(med(vsBaseAPI), "vs-baseline-api-median-ms")
+				b.ReportMetric(med(bannerAPIVsBase), "vs-baseline-banner-to-api-median-ms")
+				b.ReportMetric(med(baseFirstCall), "baseline-first-call-median-ms")
 				if len(guestVsBase) > 0 { // none: the baseline's readiness line has no uptime key
 					b.ReportMetric(med(guestVsBase), "guest-vs-baseline-ready-median-ms")
 				}
