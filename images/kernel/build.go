@@ -121,7 +121,26 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := tempBeside(dir, ".inputs-")
+	// One build of a key at a time: a second make kernel waits and then finds the
+	// first one's build. Holding the lock, nothing else writes this key's files, so
+	// what a build killed outright (SIGKILL, power loss) left beside it can go.
+	unlock, err := lockBuild(dir + ".lock")
+	if err != nil {
+		return nil, fmt.Errorf("kernel builds: %w", err)
+	}
+	defer unlock()
+	if e, err := Built(st, b); !errors.Is(err, ErrNotBuilt) {
+		return e, err
+	}
+	stale, _ := filepath.Glob(dir + ".work.*")
+	inputsLeft, _ := filepath.Glob(dir + ".inputs-*")
+	for _, p := range append(stale, inputsLeft...) {
+		log.Info("removing what an interrupted kernel build left", "path", p)
+		if err := os.RemoveAll(p); err != nil {
+			return nil, fmt.Errorf("kernel builds: %w", err)
+		}
+	}
+	tmp, err := tempBeside(dir, filepath.Base(dir)+".inputs-")
 	if err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}

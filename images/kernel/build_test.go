@@ -11,8 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/kiln-os/kiln/boards"
 	"github.com/kiln-os/kiln/images/inputs"
@@ -314,6 +317,20 @@ func TestBuildWhole(t *testing.T) {
 		{Package: kb.Config.Name, Arch: kb.Config.Arch, Version: "1", SHA256: cfgSum, File: filepath.Base(cfgDeb)},
 	}}
 	st := inputs.NewStore(dir, lock)
+	// What killed builds left: of this key (removed) and of another (kept).
+	key, err := BuildDir(st, b)
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Skipf("needs the kernel's toolchain: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(filepath.Dir(key), b.Name()+"-0123456789abcdef01234567.work.AbCdEf")
+	for _, d := range []string{key + ".work.XyZ123/linux-source-6.12", key + ".inputs-123", other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var log bytes.Buffer
 	e, err := Build(context.Background(), st, b, &log, slog.New(slog.DiscardHandler))
 	if errors.Is(err, exec.ErrNotFound) {
@@ -336,14 +353,42 @@ func TestBuildWhole(t *testing.T) {
 	if e.Dir != want {
 		t.Errorf("build in %s, want %s", e.Dir, want)
 	}
+	var left []string
 	ents, _ := os.ReadDir(filepath.Dir(e.Dir))
-	if len(ents) != 1 {
-		t.Errorf("the store's kernels holds %d entries, want only the build (no work directory left)", len(ents))
+	for _, ent := range ents {
+		left = append(left, ent.Name())
+	}
+	wantLeft := []string{filepath.Base(other), filepath.Base(want), filepath.Base(want) + ".lock"}
+	slices.Sort(wantLeft)
+	if diff := cmp.Diff(wantLeft, left); diff != "" {
+		t.Errorf("the store's kernels holds (-want +got):\n%s", diff)
 	}
 	// The second call finds the build and runs nothing.
 	log.Reset()
 	again, err := Build(context.Background(), st, b, &log, slog.New(slog.DiscardHandler))
 	if err != nil || again.Dir != e.Dir || log.Len() != 0 {
 		t.Errorf("second Build = %v, %v, output %q; want the same build, nothing run", again, err, log.String())
+	}
+
+	// Two builds of one key at once: one runs the script, the other waits and takes
+	// its build.
+	if err := os.RemoveAll(e.Dir); err != nil {
+		t.Fatal(err)
+	}
+	var outs [2]bytes.Buffer
+	errs := make(chan error, 2)
+	for i := range outs {
+		go func() {
+			_, err := Build(context.Background(), st, b, &outs[i], slog.New(slog.DiscardHandler))
+			errs <- err
+		}()
+	}
+	for range outs {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent Build: %v", err)
+		}
+	}
+	if ran := min(outs[0].Len(), 1) + min(outs[1].Len(), 1); ran != 1 {
+		t.Errorf("%d of two concurrent builds ran the script, want 1", ran)
 	}
 }

@@ -3,6 +3,8 @@
 package kernel
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 	"time"
@@ -15,4 +17,24 @@ func inGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = time.Minute
+}
+
+// lockBuild takes an exclusive lock on the file path (made if missing), waiting while
+// another process holds it; the kernel drops it when the process ends, however it ends.
+func lockBuild(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
