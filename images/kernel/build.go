@@ -152,9 +152,18 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	if err := os.WriteFile(frag, []byte(kb.Fragment), 0o644); err != nil {
 		return nil, err
 	}
+	// The script maps its work directory, which it makes beside its output, out of the
+	// debug information; the compiler names the directory it runs in by its absolute
+	// path without symbolic links, so the script is given the output by that path too
+	// (a relative one, or one through _out/cache/kernels → /var/cache/kiln/kernels,
+	// would match nothing, and the image would carry the directory in its build IDs).
+	out, err := physicalPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("kernel builds: %w", err)
+	}
 	log.Info("building kernel from Debian's source", "board", b.Name(), "release", b.Kernel().Release, "dir", dir)
 	var tail tailBuffer
-	cmd := exec.CommandContext(ctx, "bash", script, src, cfg, kb.ConfigName, frag, dir)
+	cmd := exec.CommandContext(ctx, "bash", script, src, cfg, kb.ConfigName, frag, out)
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(w, &tail), io.MultiWriter(w, &tail)
 	inGroup(cmd)
 	if err := cmd.Run(); err != nil {
@@ -162,6 +171,20 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 		return nil, fmt.Errorf("building the kernel of %s: %w\n%s", b.Name(), err, tail.String())
 	}
 	return loadBuilt(dir, b)
+}
+
+// physicalPath returns path as an absolute path without symbolic links; its parent
+// must exist.
+func physicalPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	parent, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, filepath.Base(abs)), nil
 }
 
 // For returns b's kernel for an image: taken out of its Debian package (Extract), or

@@ -154,7 +154,21 @@ func TestBuildReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := linkedStore(t, real, dir)
+	// The second build's store is named as make kernel names its own: by a relative
+	// path, through a symbolic link (_out/cache/kernels → /var/cache/kiln/kernels).
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	linkedStore(t, real, filepath.Join(dir, "link"))
+	firstDir, err := filepath.Abs(first.Dir) // read after the change of directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	st := inputs.NewStore("link", nil)
 	second, err := Build(context.Background(), st, b, io.Discard, slog.New(slog.DiscardHandler))
 	if err != nil {
 		os.RemoveAll(dir)
@@ -162,7 +176,7 @@ func TestBuildReproducible(t *testing.T) {
 	}
 	same := true
 	for _, name := range []string{"vmlinuz", "config", "release"} {
-		one, err := os.ReadFile(filepath.Join(first.Dir, name))
+		one, err := os.ReadFile(filepath.Join(firstDir, name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,14 +186,34 @@ func TestBuildReproducible(t *testing.T) {
 		}
 		if !bytes.Equal(one, two) {
 			same = false
-			t.Errorf("%s differs: sha256 %x in %s, %x in %s", name, sha256.Sum256(one), first.Dir, sha256.Sum256(two), second.Dir)
+			t.Errorf("%s differs: sha256 %x in %s, %x in %s", name, sha256.Sum256(one), firstDir, sha256.Sum256(two), filepath.Join(dir, "real", filepath.Base(second.Dir)))
 		}
 	}
 	if same {
 		os.RemoveAll(dir)
 		return
 	}
-	t.Logf("the second build is kept in %s", second.Dir)
+	t.Logf("the second build is kept in %s", filepath.Join(dir, "real", filepath.Base(second.Dir)))
+}
+
+// TestPhysicalPath: the build script gets its output by the path the compiler will see
+// as its working directory.
+func TestPhysicalPath(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	got, err := physicalPath(filepath.Join("link", "generic-amd64-key"))
+	if want := filepath.Join(dir, "real", "generic-amd64-key"); err != nil || got != want {
+		t.Errorf("physicalPath = %q, %v; want %q", got, err, want)
+	}
 }
 
 // TestBuildRejectsFragment: a line the configuration cannot take fails the build with
