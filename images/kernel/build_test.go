@@ -156,12 +156,7 @@ func TestBuildReproducible(t *testing.T) {
 	}
 	// The second build's store is named as make kernel names its own: by a relative
 	// path, through a symbolic link (_out/cache/kernels → /var/cache/kiln/kernels).
-	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
+	linkedDir(t, dir)
 	linkedStore(t, real, filepath.Join(dir, "link"))
 	firstDir, err := filepath.Abs(first.Dir) // read after the change of directory
 	if err != nil {
@@ -196,6 +191,17 @@ func TestBuildReproducible(t *testing.T) {
 	t.Logf("the second build is kept in %s", filepath.Join(dir, "real", filepath.Base(second.Dir)))
 }
 
+// linkedDir makes dir/real and dir/link, a relative symbolic link to it.
+func linkedDir(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPhysicalPath: the build script gets its output by the path the compiler will see
 // as its working directory.
 func TestPhysicalPath(t *testing.T) {
@@ -203,12 +209,7 @@ func TestPhysicalPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "real"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("real", filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
+	linkedDir(t, dir)
 	t.Chdir(dir)
 	got, err := physicalPath(filepath.Join("link", "generic-amd64-key"))
 	if want := filepath.Join(dir, "real", "generic-amd64-key"); err != nil || got != want {
