@@ -121,10 +121,15 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	if err != nil {
 		return nil, err
 	}
-	// One build of a key at a time: a second make kernel waits and then finds the
-	// first one's build. Holding the lock, nothing else writes this key's files, so
-	// what a build killed outright (SIGKILL, power loss) left beside it can go.
-	unlock, err := lockBuild(dir + ".lock")
+	// One build at a time in a store (each takes every CPU): a second make kernel
+	// waits and then finds the first one's build. The lock is on the kernels
+	// directory itself, so it leaves no file behind. Holding it, nothing else writes
+	// there, so what a build killed outright (SIGKILL, power loss) left beside its
+	// output can go.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("kernel builds: %w", err)
+	}
+	unlock, err := lockBuild(filepath.Dir(dir))
 	if err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}

@@ -19,10 +19,10 @@ func inGroup(cmd *exec.Cmd) {
 	cmd.WaitDelay = time.Minute
 }
 
-// lockBuild takes an exclusive lock on the file path (made if missing), waiting while
-// another process holds it; the kernel drops it when the process ends, however it ends.
-func lockBuild(path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+// lockBuild takes an exclusive lock on the directory dir, waiting while another
+// process holds it; the kernel drops it when the process ends, however it ends.
+func lockBuild(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -34,7 +34,7 @@ func lockBuild(path string) (unlock func(), err error) {
 	}
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return func() { f.Close() }, nil
 }
