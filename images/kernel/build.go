@@ -90,6 +90,11 @@ func Built(st *inputs.Store, b boards.Board) (*Extracted, error) {
 	if err != nil {
 		return nil, err
 	}
+	return builtIn(dir, b)
+}
+
+// builtIn is Built for b's build directory dir.
+func builtIn(dir string, b boards.Board) (*Extracted, error) {
 	e, err := loadBuilt(dir, b)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: board %s builds its kernel from Debian's source and %s does not exist: run make kernel (about 40 min on two cores)",
@@ -102,7 +107,11 @@ func Built(st *inputs.Store, b boards.Board) (*Extracted, error) {
 // the current inputs. The build's output goes to w. A failed build leaves nothing in
 // the store.
 func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, log *slog.Logger) (*Extracted, error) {
-	if e, err := Built(st, b); !errors.Is(err, ErrNotBuilt) {
+	dir, err := BuildDir(st, b)
+	if err != nil {
+		return nil, err
+	}
+	if e, err := builtIn(dir, b); !errors.Is(err, ErrNotBuilt) {
 		return e, err
 	}
 	kb := b.Kernel().Build
@@ -114,10 +123,6 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 		return nil, err
 	}
 	cfg, err := st.Path(kb.Config)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := BuildDir(st, b)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +139,7 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}
 	defer unlock()
-	if e, err := Built(st, b); !errors.Is(err, ErrNotBuilt) {
+	if e, err := builtIn(dir, b); !errors.Is(err, ErrNotBuilt) {
 		return e, err
 	}
 	stale, _ := filepath.Glob(dir + ".work.*")
@@ -145,7 +150,7 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 			return nil, fmt.Errorf("kernel builds: %w", err)
 		}
 	}
-	tmp, err := tempBeside(dir, filepath.Base(dir)+".inputs-")
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".inputs-")
 	if err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}

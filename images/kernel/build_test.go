@@ -141,15 +141,8 @@ func TestBuildReproducible(t *testing.T) {
 	if os.Getenv("KILN_KERNEL_REPRO") == "" {
 		t.Skip("a second kernel build takes ~40 min; make kernel-repro runs it (KILN_KERNEL_REPRO=1)")
 	}
-	real := realStore(t)
+	real, first := builtKernel(t)
 	b := boards.GenericAMD64()
-	first, err := Built(real, b)
-	if errors.Is(err, ErrNotBuilt) {
-		t.Skipf("needs the build to compare with: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, err := os.MkdirTemp("", "kiln-kernel-repro-")
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +210,21 @@ func TestPhysicalPath(t *testing.T) {
 	}
 }
 
+// builtKernel returns the inputs and generic-amd64's kernel as make kernel built it,
+// or skips the test.
+func builtKernel(t *testing.T) (*inputs.Store, *Extracted) {
+	t.Helper()
+	st := realStore(t)
+	e, err := Built(st, boards.GenericAMD64())
+	if errors.Is(err, ErrNotBuilt) {
+		t.Skipf("needs the built kernel: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, e
+}
+
 // TestBuildRejectsFragment: a line the configuration cannot take fails the build with
 // one message naming it, before anything is compiled, and leaves no build behind.
 func TestBuildRejectsFragment(t *testing.T) {
@@ -239,15 +247,8 @@ func TestBuildRejectsFragment(t *testing.T) {
 // TestBuiltKernel checks the build make kernel made: Kiln's release, every fragment line
 // in its configuration, a bzImage.
 func TestBuiltKernel(t *testing.T) {
-	st := realStore(t)
+	_, e := builtKernel(t)
 	b := boards.GenericAMD64()
-	e, err := Built(st, b)
-	if errors.Is(err, ErrNotBuilt) {
-		t.Skipf("needs the built kernel: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg, err := os.ReadFile(e.Config())
 	if err != nil {
 		t.Fatal(err)
