@@ -174,6 +174,9 @@ func checksum(data []byte) string {
 // so. Called with d.mu held.
 func (d *Daemon) activate(ctx context.Context, cfg *config.Config, raw []byte, persist bool) error {
 	prev, prevRaw := d.cfg, d.raw
+	if prev == nil && d.opts.BeforeActivate != nil {
+		d.opts.BeforeActivate()
+	}
 	// Leaving maintenance mode stores after reconciling: the store cannot
 	// delete a config, so storing first would leave one behind if the
 	// first reconcile failed. Later applies store first, so that a crash

@@ -137,10 +137,13 @@ type Options struct {
 	// NetworkWait bounds the wait for an address before the readiness line
 	// (DefaultNetworkWait when zero); only with Network.
 	NetworkWait time.Duration
-	// BeforeActivate, when set, runs before a stored or seeded configuration is
-	// applied at start (a node waits there for init's late modules); maintenance
-	// mode does not call it.
+	// BeforeActivate, when set, runs before a configuration is first brought into
+	// force: a stored or seeded one at start, or the first apply in maintenance
+	// mode. A node waits there for init's late modules and for EPHEMERAL.
 	BeforeActivate func()
+	// AfterReady, when set, runs once the machine API listens and the readiness
+	// line is out: a node mounts EPHEMERAL then, off the boot's path.
+	AfterReady func()
 	// Power carries out a reboot or power-off after machined stopped its
 	// services (a node signals init). Nil: Run returns ErrReboot for a
 	// reboot and nil for a power-off (process mode).
@@ -361,17 +364,12 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 
-	beforeActivate := func() {
-		if d.opts.BeforeActivate != nil {
-			d.opts.BeforeActivate()
-		}
-	}
 	switch err := loadErr; {
 	case errors.Is(err, store.ErrNoConfig):
 		if err != store.ErrNoConfig { // wrapped: files exist but are torn or corrupt
 			d.log.Warn("no usable stored configuration", "err", err)
 		}
-		if err := d.takeSeed(ctx, beforeActivate); err != nil {
+		if err := d.takeSeed(ctx); err != nil {
 			return err
 		}
 	case err != nil:
@@ -382,7 +380,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 			return fmt.Errorf("the stored machine configuration is invalid (apply a fixed one with a previous machined, or remove %s to start in maintenance mode): %w",
 				d.opts.StateDir, err)
 		}
-		beforeActivate()
 		d.mu.Lock()
 		err = d.activate(ctx, cfg, raw, false)
 		d.mu.Unlock()
@@ -416,6 +413,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 		cancel()
 	}
 	d.announce()
+	if d.opts.AfterReady != nil {
+		d.opts.AfterReady()
+	}
 	return nil
 }
 
@@ -423,7 +423,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 // the store has none: it is validated, applied and stored like a first
 // apply, and then removed (the store holds it from then on). An invalid seed
 // is set aside and the node starts in maintenance mode.
-func (d *Daemon) takeSeed(ctx context.Context, beforeActivate func()) error {
+func (d *Daemon) takeSeed(ctx context.Context) error {
 	path := filepath.Join(d.opts.StateDir, seedName)
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -441,7 +441,6 @@ func (d *Daemon) takeSeed(ctx context.Context, beforeActivate func()) error {
 		}
 		return nil
 	}
-	beforeActivate()
 	d.mu.Lock()
 	err = d.activate(ctx, cfg, raw, true)
 	d.mu.Unlock()

@@ -109,12 +109,22 @@ func withServices(svcs ...*config.ServiceConfig) func(*config.Config) {
 // at the end of the test.
 func startDaemon(t *testing.T, root string) *Daemon {
 	t.Helper()
-	d, err := New(Options{
+	return startDaemonWith(t, root, nil)
+}
+
+// startDaemonWith is startDaemon with options changed by opt (nil: none).
+func startDaemonWith(t *testing.T, root string, opt func(*Options)) *Daemon {
+	t.Helper()
+	o := Options{
 		Root:     root,
 		Listen:   "127.0.0.1:0",
 		Logger:   slog.New(slog.DiscardHandler),
 		SysBlock: t.TempDir(),
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +308,36 @@ func TestApplyInMaintenanceOverTheAPI(t *testing.T) {
 	if got.GetChecksum() != checksum(configBytes(t, nil)) {
 		t.Errorf("GetConfig checksum = %s, want %s", got.GetChecksum(), checksum(configBytes(t, nil)))
 	}
+}
+
+// TestActivationHooks checks when a node's hooks run: AfterReady once at the end of
+// every start (a node mounts EPHEMERAL there), BeforeActivate before a configuration
+// first comes into force, whether applied in maintenance mode or stored (a node
+// waits there for EPHEMERAL and the late modules), and not for later applies.
+func TestActivationHooks(t *testing.T) {
+	root := t.TempDir()
+	var before, after int
+	hooks := func(o *Options) {
+		o.BeforeActivate = func() { before++ }
+		o.AfterReady = func() { after++ }
+	}
+	check := func(when string, wantBefore, wantAfter int) {
+		t.Helper()
+		if before != wantBefore || after != wantAfter {
+			t.Errorf("%s: BeforeActivate ran %d times, AfterReady %d; want %d and %d", when, before, after, wantBefore, wantAfter)
+		}
+	}
+	d := startDaemonWith(t, root, hooks)
+	check("started in maintenance mode", 0, 1)
+	data := configBytes(t, nil)
+	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
+	check("first apply", 1, 1)
+	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
+	check("second apply", 1, 1)
+	stopDaemon(t, d)
+
+	startDaemonWith(t, root, hooks)
+	check("restarted with the stored configuration", 2, 2)
 }
 
 func TestMaintenanceFingerprintIsStable(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,9 +96,11 @@ func waitFile(path string, poll, limit time.Duration) bool {
 
 // WaitModules waits (for at most a few minutes) until init has loaded the late
 // modules: bridge, bonding, netfilter and the like, which a configuration may need;
-// and until EPHEMERAL is mounted on /var, where its services keep their data.
+// and until EPHEMERAL is mounted on /var, where its services keep their data
+// (starting that first when StartEphemeral has not).
 func (n *Node) WaitModules() {
 	if n.varDone != nil {
+		n.StartEphemeral()
 		<-n.varDone
 	}
 	start := time.Now()
@@ -124,7 +127,11 @@ type Node struct {
 	mounts        string
 	mounted       []string // by this machined, in mount order
 	modulesLoaded string
-	varDone       chan struct{} // closed when mounting and growing EPHEMERAL is over; nil: no EPHEMERAL
+	// varDone is closed when mounting and growing EPHEMERAL is over (or was never
+	// begun, at Unmount); nil: no system disk. varOnce begins one or the other.
+	varDone  chan struct{}
+	varOnce  sync.Once
+	mountVar func()
 
 	StateDir, LogDir string
 	// Debug is kiln.debug on the kernel command line: debug actions and
@@ -138,9 +145,8 @@ type Node struct {
 }
 
 // PrepareNode readies a Kiln node for the daemon: it prints the banner, finds
-// the system disk by its partition labels, mounts STATE, starts mounting EPHEMERAL
-// in the background (growing it and its filesystem to fill the disk; WaitModules
-// and Unmount wait for that), and prepares the network.
+// the system disk by its partition labels, mounts STATE and prepares the network.
+// EPHEMERAL is mounted later, by StartEphemeral or WaitModules.
 // Partitions already mounted (machined restarted by init) are taken as they
 // are. Without a system disk the node still starts, with its state on tmpfs.
 func PrepareNode(opts NodeOptions) (*Node, error) {
@@ -192,15 +198,14 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		} else if err := n.mount(disk, platform.LabelState, StateMount); err != nil {
 			return nil, err
 		}
-		// EPHEMERAL (/var) is mounted and grown beside the rest of the start: nothing
-		// before a configuration's services uses /var, and they wait for it
-		// (WaitModules). Unmount waits for it too.
+		// EPHEMERAL (/var) waits for StartEphemeral: nothing before a configuration's
+		// services uses /var, and they wait for it (WaitModules).
 		n.varDone = make(chan struct{})
-		go func() {
+		n.mountVar = func() {
 			defer close(n.varDone)
 			n.waitFilesystem(disk, platform.LabelEphemeral, opts.FATLoaded, opts.FilesystemsLoaded)
 			n.mountEphemeral(disk, opts.Console)
-		}()
+		}
 	}
 	if err := os.MkdirAll(n.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -224,6 +229,19 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	})
 	n.Time = &timesync.Service{Clock: timesync.SystemClock{}, Log: n.log.With("component", "time")}
 	return n, nil
+}
+
+// StartEphemeral begins mounting EPHEMERAL on /var, growing the partition and its
+// filesystem to fill the disk, in the background; later calls do nothing. machined
+// calls it once its API is ready (daemon.Options.AfterReady), or earlier through
+// WaitModules when a configuration is to be applied: the mount and the grow are
+// CPU work that the boot to the readiness line does not need, and under
+// emulation they would compete with it for the CPUs.
+func (n *Node) StartEphemeral() {
+	if n.varDone == nil {
+		return
+	}
+	n.varOnce.Do(func() { go n.mountVar() })
 }
 
 // waitFilesystem waits until init has loaded the filesystem of a partition: the FAT
@@ -296,10 +314,12 @@ func mountedAt(mountsPath, dev, target string) bool {
 	return top == dev
 }
 
-// Unmount syncs and unmounts what PrepareNode mounted, in reverse order; a busy
+// Unmount syncs and unmounts what PrepareNode and StartEphemeral mounted, in
+// reverse order; a busy
 // filesystem is remounted read-only instead. Init unmounts whatever is left.
 func (n *Node) Unmount() error {
 	if n.varDone != nil {
+		n.varOnce.Do(func() { close(n.varDone) }) // never begun: nothing to wait for
 		<-n.varDone
 	}
 	unix.Sync()

@@ -156,6 +156,7 @@ func runNode(ctx context.Context, listen, kmsg string, debugActions bool, lvl sl
 		FallbackHostname: node.FallbackHostname,
 		Network:          node.Network(),
 		BeforeActivate:   node.WaitModules,
+		AfterReady:       node.StartEphemeral,
 		DebugActions:     debugActions,
 		Power: func(a daemon.PowerAction) error {
 			powered = true
