@@ -141,9 +141,6 @@ type Options struct {
 	// force: a stored or seeded one at start, or the first apply in maintenance
 	// mode. A node waits there for init's late modules and for EPHEMERAL.
 	BeforeActivate func()
-	// AfterReady, when set, runs once the machine API listens and the readiness
-	// line is out: a node mounts EPHEMERAL then, off the boot's path.
-	AfterReady func()
 	// Power carries out a reboot or power-off after machined stopped its
 	// services (a node signals init). Nil: Run returns ErrReboot for a
 	// reboot and nil for a power-off (process mode).
@@ -413,9 +410,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 		cancel()
 	}
 	d.announce()
-	if d.opts.AfterReady != nil {
-		d.opts.AfterReady()
-	}
 	return nil
 }
 

@@ -310,34 +310,31 @@ func TestApplyInMaintenanceOverTheAPI(t *testing.T) {
 	}
 }
 
-// TestActivationHooks checks when a node's hooks run: AfterReady once at the end of
-// every start (a node mounts EPHEMERAL there), BeforeActivate before a configuration
-// first comes into force, whether applied in maintenance mode or stored (a node
-// waits there for EPHEMERAL and the late modules), and not for later applies.
-func TestActivationHooks(t *testing.T) {
+// TestBeforeActivate checks when BeforeActivate runs (a node mounts EPHEMERAL and
+// waits for the late modules there): before a configuration first comes into force,
+// whether applied in maintenance mode or stored, and neither in maintenance mode
+// itself nor for later applies.
+func TestBeforeActivate(t *testing.T) {
 	root := t.TempDir()
-	var before, after int
-	hooks := func(o *Options) {
-		o.BeforeActivate = func() { before++ }
-		o.AfterReady = func() { after++ }
-	}
-	check := func(when string, wantBefore, wantAfter int) {
+	var calls int
+	hook := func(o *Options) { o.BeforeActivate = func() { calls++ } }
+	check := func(when string, want int) {
 		t.Helper()
-		if before != wantBefore || after != wantAfter {
-			t.Errorf("%s: BeforeActivate ran %d times, AfterReady %d; want %d and %d", when, before, after, wantBefore, wantAfter)
+		if calls != want {
+			t.Errorf("%s: BeforeActivate ran %d times, want %d", when, calls, want)
 		}
 	}
-	d := startDaemonWith(t, root, hooks)
-	check("started in maintenance mode", 0, 1)
+	d := startDaemonWith(t, root, hook)
+	check("started in maintenance mode", 0)
 	data := configBytes(t, nil)
 	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
-	check("first apply", 1, 1)
+	check("first apply", 1)
 	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
-	check("second apply", 1, 1)
+	check("second apply", 1)
 	stopDaemon(t, d)
 
-	startDaemonWith(t, root, hooks)
-	check("restarted with the stored configuration", 2, 2)
+	startDaemonWith(t, root, hook)
+	check("restarted with the stored configuration", 2)
 }
 
 func TestMaintenanceFingerprintIsStable(t *testing.T) {

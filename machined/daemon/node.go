@@ -94,13 +94,15 @@ func waitFile(path string, poll, limit time.Duration) bool {
 	return true
 }
 
-// WaitModules waits (for at most a few minutes) until init has loaded the late
-// modules: bridge, bonding, netfilter and the like, which a configuration may need;
-// and until EPHEMERAL is mounted on /var, where its services keep their data
-// (starting that first when StartEphemeral has not).
-func (n *Node) WaitModules() {
+// PrepareServices readies the node for a configuration's services: it mounts
+// EPHEMERAL on /var, where they keep their data, growing the partition and its
+// filesystem to fill the disk (once; later calls wait for the first), and waits
+// (for at most a few minutes) until init has loaded the late modules: bridge,
+// bonding, netfilter and the like. Maintenance mode, which has no services, does
+// not call it, so a node without a configuration leaves EPHEMERAL alone.
+func (n *Node) PrepareServices() {
 	if n.varDone != nil {
-		n.StartEphemeral()
+		n.varOnce.Do(n.mountVar)
 		<-n.varDone
 	}
 	start := time.Now()
@@ -128,7 +130,8 @@ type Node struct {
 	mounted       []string // by this machined, in mount order
 	modulesLoaded string
 	// varDone is closed when mounting and growing EPHEMERAL is over (or was never
-	// begun, at Unmount); nil: no system disk. varOnce begins one or the other.
+	// begun, at Unmount); nil: no system disk. varOnce begins one or the other:
+	// PrepareServices runs mountVar.
 	varDone  chan struct{}
 	varOnce  sync.Once
 	mountVar func()
@@ -146,7 +149,8 @@ type Node struct {
 
 // PrepareNode readies a Kiln node for the daemon: it prints the banner, finds
 // the system disk by its partition labels, mounts STATE and prepares the network.
-// EPHEMERAL is mounted later, by StartEphemeral or WaitModules.
+// EPHEMERAL is mounted later, before a configuration first comes into force
+// (PrepareServices).
 // Partitions already mounted (machined restarted by init) are taken as they
 // are. Without a system disk the node still starts, with its state on tmpfs.
 func PrepareNode(opts NodeOptions) (*Node, error) {
@@ -198,8 +202,8 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		} else if err := n.mount(disk, platform.LabelState, StateMount); err != nil {
 			return nil, err
 		}
-		// EPHEMERAL (/var) waits for StartEphemeral: nothing before a configuration's
-		// services uses /var, and they wait for it (WaitModules).
+		// EPHEMERAL (/var) waits for a configuration: nothing but its services uses
+		// /var (PrepareServices).
 		n.varDone = make(chan struct{})
 		n.mountVar = func() {
 			defer close(n.varDone)
@@ -229,19 +233,6 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 	})
 	n.Time = &timesync.Service{Clock: timesync.SystemClock{}, Log: n.log.With("component", "time")}
 	return n, nil
-}
-
-// StartEphemeral begins mounting EPHEMERAL on /var, growing the partition and its
-// filesystem to fill the disk, in the background; later calls do nothing. machined
-// calls it once its API is ready (daemon.Options.AfterReady), or earlier through
-// WaitModules when a configuration is to be applied: the mount and the grow are
-// CPU work that the boot to the readiness line does not need, and under
-// emulation they would compete with it for the CPUs.
-func (n *Node) StartEphemeral() {
-	if n.varDone == nil {
-		return
-	}
-	n.varOnce.Do(func() { go n.mountVar() })
 }
 
 // waitFilesystem waits until init has loaded the filesystem of a partition: the FAT
@@ -314,7 +305,7 @@ func mountedAt(mountsPath, dev, target string) bool {
 	return top == dev
 }
 
-// Unmount syncs and unmounts what PrepareNode and StartEphemeral mounted, in
+// Unmount syncs and unmounts what PrepareNode and PrepareServices mounted, in
 // reverse order; a busy
 // filesystem is remounted read-only instead. Init unmounts whatever is left.
 func (n *Node) Unmount() error {

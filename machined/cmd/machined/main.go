@@ -155,8 +155,7 @@ func runNode(ctx context.Context, listen, kmsg string, debugActions bool, lvl sl
 		Hostname:         daemon.PlatformHostname{},
 		FallbackHostname: node.FallbackHostname,
 		Network:          node.Network(),
-		BeforeActivate:   node.WaitModules,
-		AfterReady:       node.StartEphemeral,
+		BeforeActivate:   node.PrepareServices,
 		DebugActions:     debugActions,
 		Power: func(a daemon.PowerAction) error {
 			powered = true
