@@ -134,7 +134,7 @@ func Build(ctx context.Context, st *inputs.Store, b boards.Board, w io.Writer, l
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}
-	unlock, err := lockBuild(filepath.Dir(dir))
+	unlock, err := lockBuild(ctx, filepath.Dir(dir))
 	if err != nil {
 		return nil, fmt.Errorf("kernel builds: %w", err)
 	}
