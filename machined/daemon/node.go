@@ -101,9 +101,8 @@ func waitFile(path string, poll, limit time.Duration) bool {
 // bonding, netfilter and the like. Maintenance mode, which has no services, does
 // not call it, so a node without a configuration leaves EPHEMERAL alone.
 func (n *Node) PrepareServices() {
-	if n.varDone != nil {
+	if n.mountVar != nil {
 		n.varOnce.Do(n.mountVar)
-		<-n.varDone
 	}
 	start := time.Now()
 	if !waitFile(n.modulesLoaded, diskPoll, diskWait) {
@@ -129,12 +128,11 @@ type Node struct {
 	mounts        string
 	mounted       []string // by this machined, in mount order
 	modulesLoaded string
-	// varDone is closed when mounting and growing EPHEMERAL is over (or was never
-	// begun, at Unmount); nil: no system disk. varOnce begins one or the other:
-	// PrepareServices runs mountVar.
-	varDone  chan struct{}
-	varOnce  sync.Once
+	// mountVar mounts and grows EPHEMERAL (nil: no system disk). It runs at most
+	// once, through varOnce: PrepareServices runs it, and Unmount uses varOnce to
+	// wait for a run in progress or to rule out a later one.
 	mountVar func()
+	varOnce  sync.Once
 
 	StateDir, LogDir string
 	// Debug is kiln.debug on the kernel command line: debug actions and
@@ -204,9 +202,7 @@ func PrepareNode(opts NodeOptions) (*Node, error) {
 		}
 		// EPHEMERAL (/var) waits for a configuration: nothing but its services uses
 		// /var (PrepareServices).
-		n.varDone = make(chan struct{})
 		n.mountVar = func() {
-			defer close(n.varDone)
 			n.waitFilesystem(disk, platform.LabelEphemeral, opts.FATLoaded, opts.FilesystemsLoaded)
 			n.mountEphemeral(disk, opts.Console)
 		}
@@ -306,13 +302,10 @@ func mountedAt(mountsPath, dev, target string) bool {
 }
 
 // Unmount syncs and unmounts what PrepareNode and PrepareServices mounted, in
-// reverse order; a busy
-// filesystem is remounted read-only instead. Init unmounts whatever is left.
+// reverse order; a busy filesystem is remounted read-only instead. Init unmounts
+// whatever is left.
 func (n *Node) Unmount() error {
-	if n.varDone != nil {
-		n.varOnce.Do(func() { close(n.varDone) }) // never begun: nothing to wait for
-		<-n.varDone
-	}
+	n.varOnce.Do(func() {}) // waits for a mount of EPHEMERAL in progress; none after this
 	unix.Sync()
 	var errs []error
 	for i := len(n.mounted) - 1; i >= 0; i-- {
