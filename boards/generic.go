@@ -77,8 +77,14 @@ func (g generic) Modules() Modules {
 }
 func (g generic) Console() string { return g.console }
 
+// KernelArgs: besides the hardening, no default bond0 or dummy0. The bonding and
+// dummy drivers (built in on amd64, dummy a late module on arm64) make one device each
+// when they start unless told not to; a node gets the links its configuration names
+// and no others, and a configured bond0 is Kiln's to make in the configured mode (an
+// unmarked bond0 of the kernel's default mode would not match it and stay as it was).
+// init passes the module parameters to a module it loads, as modprobe would.
 func (g generic) KernelArgs() []string {
-	args := []string{"quiet", "panic=-1", "init_on_alloc=1", "slab_nomerge"}
+	args := []string{"quiet", "panic=-1", "init_on_alloc=1", "slab_nomerge", "bonding.max_bonds=0", "dummy.numdummies=0"}
 	if g.arch == AMD64 {
 		args = append(args, "pti=on")
 	}

@@ -126,7 +126,7 @@ func run(_ []string) error {
 	var devices <-chan []string
 	if params.Modules {
 		var err error
-		if set, err = moduleSet("/", release, log); err != nil {
+		if set, err = moduleSet("/", release, params, log); err != nil {
 			log.Warn("modules: no usable manifest; relying on built-in drivers", "err", err)
 		} else if len(set.Manifest.Modules) == 0 {
 			// The kernel has every driver built in (generic-amd64's has no module support
@@ -357,12 +357,13 @@ func newLogger(con io.Writer, verbose bool) *slog.Logger {
 	return slog.New(boot.NewKmsgHandler(kmsg, "kiln-init", level))
 }
 
-func moduleSet(root, release string, log *slog.Logger) (*modules.Set, error) {
+func moduleSet(root, release string, params cmdline.Params, log *slog.Logger) (*modules.Set, error) {
 	m, err := modules.Read(root + modules.ManifestPath(release))
 	if err != nil {
 		return nil, err
 	}
-	return &modules.Set{Manifest: m, Root: root, Loader: modules.Finit{}, Log: log, Parallel: moduleParallel}, nil
+	loader := modules.Finit{Params: params.ModuleParams}
+	return &modules.Set{Manifest: m, Root: root, Loader: loader, Log: log, Parallel: moduleParallel}, nil
 }
 
 // moduleParallel is how many modules init inserts at once: two, so that a driver whose
@@ -550,7 +551,7 @@ func loadRemaining() error {
 	log := newLogger(con, params.Debug).With("component", "modules")
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
-	set, err := moduleSet("/", unix.ByteSliceToString(uts.Release[:]), log)
+	set, err := moduleSet("/", unix.ByteSliceToString(uts.Release[:]), params, log)
 	if err != nil {
 		log.Warn("modules: no usable manifest; relying on built-in drivers", "err", err)
 		mark(handoff.FilesystemsLoaded, log)

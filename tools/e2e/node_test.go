@@ -19,8 +19,9 @@ var udpClientPorts = []uint32{68, 546}
 // TestDirectBootViewsAndCrash boots the image's kernel and initramfs directly with
 // kiln.debug (the switch for debug actions), gives the node its config, then checks:
 //
-//	(e) the root filesystem is read-only and nothing listens but port 50000, from the
-//	    API's own Mounts and Netstat views;
+//	(e) the root filesystem is read-only, nothing listens but port 50000, and there
+//	    are no links the configuration does not name, from the API's own Mounts,
+//	    Netstat and Links views;
 //	(d) machined killed inside the guest (DebugAction "crash") → init restarts it and
 //	    the API comes back over mTLS.
 func TestDirectBootViewsAndCrash(t *testing.T) {
@@ -78,6 +79,19 @@ func TestDirectBootViewsAndCrash(t *testing.T) {
 		}
 		if api == 0 {
 			t.Errorf("Netstat shows no listener on port 50000: %v", ns.GetSockets())
+		}
+
+		// No links but the NIC and loopback: the config names no bond or dummy, and the
+		// kernel makes no bond0 or dummy0 of its own (the board's bonding.max_bonds=0,
+		// dummy.numdummies=0).
+		links, err := c.Links(callCtx(t), &machine.LinksRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links.GetLinks() {
+			if l.GetType() != "device" && l.GetName() != "lo" {
+				t.Errorf("link %s of type %q on a node whose configuration names none", l.GetName(), l.GetType())
+			}
 		}
 
 		// Once init's drivers child has loaded the late modules and exited, nothing

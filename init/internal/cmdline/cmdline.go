@@ -28,6 +28,12 @@ type Params struct {
 	Debug       bool
 	// Raw holds every key=value (and bare key, value "") of the command line.
 	Raw map[string]string
+	// ModuleParams holds the module parameters of the command line by module name
+	// (dashes as underscores, as the kernel names modules): "dummy.numdummies=0"
+	// gives "dummy": {"numdummies=0"}, in command-line order. The kernel applies
+	// these to the drivers built into it; init passes them to a module it loads, as
+	// modprobe does.
+	ModuleParams map[string][]string
 }
 
 // Parse parses a kernel command line. Unknown keys are kept in Raw; a malformed kiln.*
@@ -36,8 +42,21 @@ func Parse(s string) (Params, error) {
 	p := Params{Machined: DefaultMachined, Root: DefaultRoot, Modules: true, StopTimeout: 30 * time.Second, Raw: map[string]string{}}
 	var errs []string
 	for _, f := range Fields(s) {
-		k, v, _ := strings.Cut(f, "=")
+		k, v, hasValue := strings.Cut(f, "=")
 		p.Raw[k] = v
+		if mod, param, ok := strings.Cut(k, "."); ok && mod != "" && param != "" && mod != "kiln" {
+			if hasValue {
+				if strings.ContainsAny(v, " \t\n") {
+					v = `"` + v + `"`
+				}
+				param += "=" + v
+			}
+			if p.ModuleParams == nil {
+				p.ModuleParams = map[string][]string{}
+			}
+			name := strings.ReplaceAll(mod, "-", "_")
+			p.ModuleParams[name] = append(p.ModuleParams[name], param)
+		}
 		switch k {
 		case "kiln.machined":
 			if !strings.HasPrefix(v, "/") {

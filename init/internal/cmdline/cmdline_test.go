@@ -44,6 +44,19 @@ func TestParse(t *testing.T) {
 				Raw: map[string]string{"kiln.machined": "/usr/bin/m", "kiln.root": "/r.sqsh", "kiln.modules": "0", "kiln.debug": "", "kiln.stop_timeout": "5s"}},
 		},
 		{
+			name: "module parameters",
+			in:   `quiet bonding.max_bonds=0 dummy.numdummies=0 snd-hda-intel.model="a b" usbcore.nousb kiln.debug=0 .x=1 y.=2 bonding.miimon=100`,
+			want: Params{Machined: DefaultMachined, Root: DefaultRoot, Modules: true, StopTimeout: 30 * time.Second,
+				Raw: map[string]string{"quiet": "", "bonding.max_bonds": "0", "dummy.numdummies": "0", "snd-hda-intel.model": "a b",
+					"usbcore.nousb": "", "kiln.debug": "0", ".x": "1", "y.": "2", "bonding.miimon": "100"},
+				ModuleParams: map[string][]string{
+					"bonding":       {"max_bonds=0", "miimon=100"},
+					"dummy":         {"numdummies=0"},
+					"snd_hda_intel": {`model="a b"`},
+					"usbcore":       {"nousb"},
+				}},
+		},
+		{
 			name:    "bad values keep defaults",
 			in:      "kiln.machined=sbin/m kiln.stop_timeout=soon kiln.modules=maybe",
 			want:    Params{Machined: DefaultMachined, Root: DefaultRoot, Modules: true, StopTimeout: 30 * time.Second, Raw: map[string]string{"kiln.machined": "sbin/m", "kiln.stop_timeout": "soon", "kiln.modules": "maybe"}},

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,10 +16,14 @@ import (
 // by its first bytes, whatever its name) is passed with MODULE_INIT_COMPRESSED_FILE so
 // the kernel decompresses it (no decompressor in init); an uncompressed .ko is loaded
 // as it is, which saves the kernel's decompression.
-type Finit struct{}
+type Finit struct {
+	// Params are module parameters by module name (the kernel command line's, see
+	// cmdline.Params.ModuleParams): a module gets its own, as modprobe gives them.
+	Params map[string][]string
+}
 
 // Load implements Loader. EEXIST (already loaded) is success.
-func (Finit) Load(path string) error {
+func (l Finit) Load(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -32,10 +38,22 @@ func (Finit) Load(path string) error {
 	if Compressed(head[:n]) {
 		flags |= unix.MODULE_INIT_COMPRESSED_FILE
 	}
-	if err := unix.FinitModule(int(f.Fd()), "", flags); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.FinitModule(int(f.Fd()), ParamString(l.Params, path), flags); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("finit_module %s: %w", path, err)
 	}
 	return nil
+}
+
+// ParamString is the parameter string finit_module(2) gets for the module file at
+// path: its entries in params, by the module's name (the file's, without .ko and a
+// compression suffix, dashes as underscores), separated by spaces.
+func ParamString(params map[string][]string, path string) string {
+	name := filepath.Base(path)
+	for _, suf := range []string{".xz", ".zst", ".gz"} {
+		name = strings.TrimSuffix(name, suf)
+	}
+	name = strings.ReplaceAll(strings.TrimSuffix(name, ".ko"), "-", "_")
+	return strings.Join(params[name], " ")
 }
 
 // Compressed reports whether a module file starting with head is compressed in a
