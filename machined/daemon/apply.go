@@ -33,6 +33,18 @@ func (d *Daemon) ApplyConfiguration(ctx context.Context, req server.ApplyRequest
 	if err != nil {
 		return nil, fmt.Errorf("invalid machine configuration: %w", err)
 	}
+	// Leaving maintenance mode first prepares for services (on a node: EPHEMERAL
+	// and the late modules, which can take a while), without the lock, so that
+	// other calls are answered meanwhile; activate then finds it done. A refused
+	// mode has prepared for the next apply.
+	if d.prepare != nil && !req.DryRun {
+		d.mu.Lock()
+		maintenance := d.cfg == nil
+		d.mu.Unlock()
+		if maintenance {
+			d.prepare()
+		}
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -174,8 +186,8 @@ func checksum(data []byte) string {
 // so. Called with d.mu held.
 func (d *Daemon) activate(ctx context.Context, cfg *config.Config, raw []byte, persist bool) error {
 	prev, prevRaw := d.cfg, d.raw
-	if prev == nil && d.opts.BeforeActivate != nil {
-		d.opts.BeforeActivate()
+	if prev == nil && d.prepare != nil {
+		d.prepare()
 	}
 	// Leaving maintenance mode stores after reconciling: the store cannot
 	// delete a config, so storing first would leave one behind if the

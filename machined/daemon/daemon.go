@@ -139,7 +139,9 @@ type Options struct {
 	NetworkWait time.Duration
 	// BeforeActivate, when set, runs before a configuration is first brought into
 	// force: a stored or seeded one at start, or the first apply in maintenance
-	// mode. A node waits there for init's late modules and for EPHEMERAL.
+	// mode. A node waits there for init's late modules and for EPHEMERAL. It runs
+	// once; in maintenance mode without the daemon's lock, so other calls are
+	// answered meanwhile.
 	BeforeActivate func()
 	// Power carries out a reboot or power-off after machined stopped its
 	// services (a node signals init). Nil: Run returns ErrReboot for a
@@ -182,6 +184,10 @@ type Daemon struct {
 	sup   *supervisor.Supervisor
 	srv   *server.Server
 	lis   net.Listener
+
+	// prepare runs Options.BeforeActivate once (nil without it): from the first
+	// apply in maintenance mode before it takes mu, or from activate.
+	prepare func()
 
 	maintenanceCert tls.Certificate
 	// interfaceAddrs lists local addresses for the node certificate.
@@ -260,14 +266,18 @@ func New(opts Options) (*Daemon, error) {
 			return nil, fmt.Errorf("daemon: %w", err)
 		}
 	}
-	return &Daemon{
+	d := &Daemon{
 		opts:           opts,
 		log:            opts.Logger,
 		bus:            events.New(events.DefaultSize),
 		interfaceAddrs: localAddrs,
 		power:          make(chan PowerAction, 1),
 		served:         make(chan error, 1),
-	}, nil
+	}
+	if opts.BeforeActivate != nil {
+		d.prepare = sync.OnceFunc(opts.BeforeActivate)
+	}
+	return d, nil
 }
 
 func stateDir(root string) string     { return filepath.Join(root, "state") }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,18 +317,55 @@ func TestApplyInMaintenanceOverTheAPI(t *testing.T) {
 // itself nor for later applies.
 func TestBeforeActivate(t *testing.T) {
 	root := t.TempDir()
-	var calls int
-	hook := func(o *Options) { o.BeforeActivate = func() { calls++ } }
-	check := func(when string, want int) {
+	var calls atomic.Int32
+	// The first call waits for release: an apply in maintenance mode prepares
+	// without the daemon's lock, so other calls are answered meanwhile.
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	hook := func(o *Options) {
+		o.BeforeActivate = func() {
+			if calls.Add(1) == 1 {
+				entered <- struct{}{}
+				<-release
+			}
+		}
+	}
+	check := func(when string, want int32) {
 		t.Helper()
-		if calls != want {
-			t.Errorf("%s: BeforeActivate ran %d times, want %d", when, calls, want)
+		if got := calls.Load(); got != want {
+			t.Errorf("%s: BeforeActivate ran %d times, want %d", when, got, want)
 		}
 	}
 	d := startDaemonWith(t, root, hook)
 	check("started in maintenance mode", 0)
 	data := configBytes(t, nil)
-	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
+	if _, err := d.ApplyConfiguration(context.Background(), server.ApplyRequest{Data: data, DryRun: true}); err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	check("dry run", 0)
+
+	applied := make(chan error, 1)
+	go func() {
+		_, err := d.ApplyConfiguration(context.Background(), server.ApplyRequest{Data: data, Mode: machine.ApplyMode_APPLY_MODE_AUTO})
+		applied <- err
+	}()
+	<-entered
+	answered := make(chan error, 1)
+	go func() {
+		_, err := d.Version(context.Background())
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Errorf("Version while the first apply prepares: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Version waited for the first apply's BeforeActivate: it runs under the daemon's lock")
+	}
+	close(release)
+	if err := <-applied; err != nil {
+		t.Fatalf("first apply: %v", err)
+	}
 	check("first apply", 1)
 	apply(t, d, data, machine.ApplyMode_APPLY_MODE_AUTO)
 	check("second apply", 1)
