@@ -22,8 +22,8 @@ func args(c *Config, f files) []string {
 // accelerator, memory, CPUs, board, firmware with vars as its variable store, the
 // kernel (EmulationKernelArgs after the given command line, or on a UEFI boot in
 // systemd-stub's SMBIOS string), overlay as the virtio disk, the user network with c's
-// forwards, and an entropy device. Paths are escaped for QEMU's option syntax.
-// tools/provision starts daemonised nodes with it.
+// forwards (and its packet dump with NetDump), and an entropy device. Paths are
+// escaped for QEMU's option syntax. tools/provision starts daemonised nodes with it.
 func MachineArgs(c *Config, overlay, vars string) []string {
 	esc := EscapeOptionValue
 	a := []string{
@@ -82,6 +82,9 @@ func MachineArgs(c *Config, overlay, vars string) []string {
 			"-netdev", netdev,
 			"-device", "virtio-net-pci,netdev=net0,romfile=",
 		)
+		if c.NetDump != "" {
+			a = append(a, "-object", "filter-dump,id=netdump0,netdev=net0,file="+esc(c.NetDump))
+		}
 	}
 	// Entropy for the guest's crypto/rand early in boot (TLS keys in maintenance mode).
 	return append(a, "-device", "virtio-rng-pci")

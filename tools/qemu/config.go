@@ -69,6 +69,11 @@ type Config struct {
 	// e.g. to a second guest address.
 	Forwards []Forward
 
+	// NetDump, when set, is a pcap file that receives every packet of the guest's NIC
+	// with the host's timestamps (QEMU's filter-dump; needs GuestPort > 0): how a
+	// call's time splits between the guest and the wire, packet by packet.
+	NetDump string
+
 	// NoReboot makes QEMU exit when the guest reboots (-no-reboot).
 	NoReboot bool
 

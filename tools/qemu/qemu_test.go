@@ -27,6 +27,16 @@ func TestArgs(t *testing.T) {
 			not:  []string{"-no-reboot", "-cpu", "if=pflash", "-smbios"},
 		},
 		{
+			name: "packet dump of the user network",
+			cfg:  Config{Arch: AMD64, Accel: TCG, Kernel: "/k", GuestPort: 50000, HostPort: 4242, NetDump: "/run,1/net.pcap"},
+			want: []string{"-device", "virtio-net-pci,netdev=net0,romfile=", "-object", "filter-dump,id=netdump0,netdev=net0,file=/run,,1/net.pcap"},
+		},
+		{
+			name: "no network, no dump",
+			cfg:  Config{Arch: AMD64, Accel: TCG, Kernel: "/k", GuestPort: -1, NetDump: "/net.pcap"},
+			not:  []string{"filter-dump", "-netdev"},
+		},
+		{
 			name: "amd64 UEFI TCG",
 			cfg:  Config{Arch: AMD64, Accel: TCG, UEFI: true, FirmwareCode: "/code.fd", Disk: "/d", GuestPort: -1},
 			f:    files{overlay: "/o.qcow2", vars: "/vars.fd"},
