@@ -18,7 +18,8 @@ import (
 
 // TestBootInQEMU boots the real init with the Debian kernel under TCG: early modules
 // (loop, squashfs) from a kmod manifest, the squashfs root through a loop device, the
-// switch of root, coldplug of virtio_net, supervision (the stand-in machined crashes
+// switch of root, coldplug of virtio_net, a late module (dummy) with its parameter from
+// the kernel command line, supervision (the stand-in machined crashes
 // once and must come back), orphan reaping, and power-off on SIGUSR2 with QEMU exiting.
 // It boots both layouts init knows: machined in the root, and machined in the
 // initramfs (the image builder's), started before the root mount, entering the root
@@ -47,9 +48,10 @@ func bootInQEMU(t *testing.T, early bool) {
 		"./lib/modules/*/kernel/drivers/net/virtio_net.ko.xz",
 		"./lib/modules/*/kernel/drivers/net/net_failover.ko.xz",
 		"./lib/modules/*/kernel/net/core/failover.ko.xz",
+		"./lib/modules/*/kernel/drivers/net/dummy.ko.xz",
 	)
 	src, files := qemutest.ModuleSource(t, tree)
-	manifest := qemutest.ResolveModules(t, src, []string{"loop", "squashfs"}, []string{"virtio_net"})
+	manifest := qemutest.ResolveModules(t, src, []string{"loop", "squashfs"}, []string{"virtio_net", "dummy"})
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -119,7 +121,7 @@ func bootInQEMU(t *testing.T, early bool) {
 		t.Fatal(err)
 	}
 
-	vm := qemutest.Start(t, qemu.Config{Arch: arch, Kernel: kernel, Initrd: initrd, Append: "quiet panic=-1", Timeout: 5 * time.Minute})
+	vm := qemutest.Start(t, qemu.Config{Arch: arch, Kernel: kernel, Initrd: initrd, Append: "quiet panic=-1 dummy.numdummies=0", Timeout: 5 * time.Minute})
 	const wait = 3 * time.Minute
 	if err := vm.ExpectString("Kiln dev (init, kernel", wait); err != nil {
 		t.Fatal(err)
@@ -129,7 +131,9 @@ func bootInQEMU(t *testing.T, early bool) {
 		t.Fatal(err)
 	}
 	t.Logf("QEMU start → machined started: %s", time.Since(vm.Started()).Round(time.Millisecond))
-	for _, want := range []string{"early=" + strconv.FormatBool(early), "ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "drivers=true", "virtio_net=true", "initramfs-freed=true"} {
+	for _, want := range []string{"early=" + strconv.FormatBool(early), "ppid=1", "root-ro=true", "cgroup2=true", "etc-writable=true", "drivers=true", "virtio_net=true", "initramfs-freed=true",
+		// A late module gets its command-line parameters: dummy loaded, no dummy0.
+		"dummy=true", "dummy0=false"} {
 		if !strings.Contains(first[0], want) {
 			t.Errorf("first run: %q lacks %q", first[0], want)
 		}

@@ -55,8 +55,20 @@ func main() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	modules := false
+	for range 600 {
+		if _, err := os.Stat(handoff.ModulesLoaded); err == nil {
+			modules = true
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, err := os.Stat("/sys/module/dummy")
+	dummy := err == nil && modules
+	_, err = os.Stat("/sys/class/net/dummy0")
+	dummy0 := err == nil
 	etcW := os.WriteFile("/etc/hostname", []byte("kiln-test\n"), 0o644) == nil
-	_, err := os.Stat("/sys/module/virtio_net")
+	_, err = os.Stat("/sys/module/virtio_net")
 	coldplug := err == nil
 	// The switch deletes the initramfs's files: init's own binary among them, which
 	// the supervising init (re-executed from /proc/self/exe) still runs. PID 1 may be
@@ -70,8 +82,8 @@ func main() {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	fmt.Printf("testmachined: run=%d early=%v ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v initramfs-freed=%v init:%s\n",
-		run, early, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, initramfsFreed, vmRSS("/proc/1/status"))
+	fmt.Printf("testmachined: run=%d early=%v ppid=%d root-ro=%v cgroup2=%v etc-writable=%v drivers=%v virtio_net=%v dummy=%v dummy0=%v initramfs-freed=%v init:%s\n",
+		run, early, os.Getppid(), rootRO, cgroup2, etcW, drivers, coldplug, dummy, dummy0, initramfsFreed, vmRSS("/proc/1/status"))
 
 	if run == 1 {
 		os.Exit(7)
