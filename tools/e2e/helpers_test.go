@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,69 @@ func waitReady(t *testing.T, vm *qemu.VM) ready {
 	re := provision.ReadyPattern
 	get := func(n string) string { return m[re.SubexpIndex(n)] }
 	return ready{mode: get("mode"), fingerprint: get("fingerprint"), hostname: get("hostname"), after: time.Since(vm.Started())}
+}
+
+// kernelStall is the guest kernel's report of an RCU stall. Under TCG on a loaded host
+// a boot has, rarely, hung for good inside the kernel before init ran (session 15: one
+// in several hundred boots, `rcu_preempt kthread timer wakeup didn't happen`, a vCPU
+// whose timer never fired), and the test then waited its whole bootWait.
+var kernelStall = regexp.MustCompile(`rcu: INFO: rcu_\w+ (?:detected stalls|self-detected stall)|rcu_\w+ kthread timer wakeup didn't happen`)
+
+// initBanner is the first line Kiln's init prints (boot.Banner).
+var initBanner = regexp.MustCompile(`Kiln \S+ \(init, kernel `)
+
+// stalledBeforeInit reports whether a console log has a kernel stall report and no
+// init banner before it: the boot hung before any of Kiln's code ran.
+func stalledBeforeInit(console string) bool {
+	stall := kernelStall.FindStringIndex(console)
+	if stall == nil {
+		return false
+	}
+	banner := initBanner.FindStringIndex(console)
+	return banner == nil || banner[0] > stall[0]
+}
+
+// startReady boots a node (startVM) and waits for its readiness line (waitReady). A
+// boot whose kernel stalls before init starts is an emulation fault, not Kiln's: no
+// Kiln code has run and nothing has written the disk. It is booted once more from the
+// same disk, in a cleared o.dir, and the test logs it. A stall after init's banner is
+// waited out like any slow boot.
+func startReady(t *testing.T, o vmOpts) (*qemu.VM, ready) {
+	t.Helper()
+	either := regexp.MustCompile(provision.ReadyPattern.String() + "|" + kernelStall.String())
+	for attempt := 1; ; attempt++ {
+		vm := startVM(t, o)
+		deadline := time.Now().Add(bootWait)
+		for {
+			m, err := vm.Expect(either, time.Until(deadline))
+			if err != nil {
+				t.Fatalf("no readiness line: %v", err)
+			}
+			if !kernelStall.MatchString(m[0]) {
+				re := provision.ReadyPattern
+				get := func(n string) string { return m[re.SubexpIndex(n)] }
+				return vm, ready{mode: get("mode"), fingerprint: get("fingerprint"), hostname: get("hostname"), after: time.Since(vm.Started())}
+			}
+			console, _ := os.ReadFile(vm.SerialLog())
+			if !stalledBeforeInit(string(console)) {
+				continue // a report after init started: wait for the line
+			}
+			if attempt > 1 {
+				t.Fatalf("boot %s: the guest kernel stalled before init again:\n%s", o.name, m[0])
+			}
+			t.Logf("boot %s: the guest kernel stalled before init started (%s); an emulation fault, booting again from the same disk", o.name, m[0])
+			vm.Kill()
+			if o.dir != "" {
+				if err := os.RemoveAll(o.dir); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Mkdir(o.dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			break
+		}
+	}
 }
 
 // machinedBanner is the first line machined prints on the console each time it

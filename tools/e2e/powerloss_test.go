@@ -47,8 +47,7 @@ func TestPowerLoss(t *testing.T) {
 	if err := os.Mkdir(vmDir(0), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	vm := startVM(t, vmOpts{name: "power-00", dir: vmDir(0)})
-	r := waitReady(t, vm)
+	vm, r := startReady(t, vmOpts{name: "power-00", dir: vmDir(0)})
 	mustKctl(t, kc, "apply-config", "--insecure", "--cert-fingerprint", r.fingerprint, "-n", vm.Addr(), "-f", cfgs[0])
 	waitConfigured(t, kc, vm.Addr())
 	// The apply has been answered: the config must be on the disk now, without a settle.
@@ -61,8 +60,7 @@ func TestPowerLoss(t *testing.T) {
 		if err := os.Mkdir(vmDir(i), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		vm := startVM(t, vmOpts{name: fmt.Sprintf("power-%02d", i), dir: vmDir(i), disk: filepath.Join(vmDir(i-1), "disk.qcow2")})
-		r := waitReady(t, vm)
+		vm, r := startReady(t, vmOpts{name: fmt.Sprintf("power-%02d", i), dir: vmDir(i), disk: filepath.Join(vmDir(i-1), "disk.qcow2")})
 		switch want := []string{fmt.Sprintf("pl-%d", known), fmt.Sprintf("pl-%d", attempted)}; {
 		case r.mode != "configured":
 			t.Fatalf("boot %d: mode %q after power loss during apply of pl-%d, want configured with %s or %s\n%s", i, r.mode, attempted, want[0], want[1], qemutest.SerialTail(vm.SerialLog()))
