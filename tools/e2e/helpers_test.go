@@ -88,8 +88,13 @@ func waitReady(t *testing.T, vm *qemu.VM) ready {
 	if err != nil {
 		t.Fatalf("no readiness line: %v", err)
 	}
-	re := provision.ReadyPattern
-	get := func(n string) string { return m[re.SubexpIndex(n)] }
+	return readyOf(vm, m)
+}
+
+// readyOf is the readiness line vm's console just matched (m: provision.ReadyPattern's
+// submatches, or those of a pattern that begins with it).
+func readyOf(vm *qemu.VM, m []string) ready {
+	get := func(n string) string { return m[provision.ReadyPattern.SubexpIndex(n)] }
 	return ready{mode: get("mode"), fingerprint: get("fingerprint"), hostname: get("hostname"), after: time.Since(vm.Started())}
 }
 
@@ -116,7 +121,7 @@ func stalledBeforeInit(console string) bool {
 // startReady boots a node (startVM) and waits for its readiness line (waitReady). A
 // boot whose kernel stalls before init starts is an emulation fault, not Kiln's: no
 // Kiln code has run and nothing has written the disk. It is booted once more from the
-// same disk, in a cleared o.dir, and the test logs it. A stall after init's banner is
+// same disk, in a fresh o.dir, and the test logs it. A stall after init's banner is
 // waited out like any slow boot.
 func startReady(t *testing.T, o vmOpts) (*qemu.VM, ready) {
 	t.Helper()
@@ -130,9 +135,7 @@ func startReady(t *testing.T, o vmOpts) (*qemu.VM, ready) {
 				t.Fatalf("no readiness line: %v", err)
 			}
 			if !kernelStall.MatchString(m[0]) {
-				re := provision.ReadyPattern
-				get := func(n string) string { return m[re.SubexpIndex(n)] }
-				return vm, ready{mode: get("mode"), fingerprint: get("fingerprint"), hostname: get("hostname"), after: time.Since(vm.Started())}
+				return vm, readyOf(vm, m)
 			}
 			console, _ := os.ReadFile(vm.SerialLog())
 			if !stalledBeforeInit(string(console)) {
@@ -141,16 +144,19 @@ func startReady(t *testing.T, o vmOpts) (*qemu.VM, ready) {
 			if attempt > 1 {
 				t.Fatalf("boot %s: the guest kernel stalled before init again:\n%s", o.name, m[0])
 			}
-			t.Logf("boot %s: the guest kernel stalled before init started (%s); an emulation fault, booting again from the same disk", o.name, m[0])
 			vm.Kill()
+			kept := "in QEMU's own directory"
 			if o.dir != "" {
-				if err := os.RemoveAll(o.dir); err != nil {
+				// The stalled boot's directory (its console log) is kept beside.
+				kept = o.dir + "-stalled"
+				if err := os.Rename(o.dir, kept); err != nil {
 					t.Fatal(err)
 				}
 				if err := os.Mkdir(o.dir, 0o755); err != nil {
 					t.Fatal(err)
 				}
 			}
+			t.Logf("boot %s: the guest kernel stalled before init started (%s; console %s): an emulation fault; booting again from the same disk", o.name, m[0], kept)
 			break
 		}
 	}
