@@ -43,6 +43,17 @@ func matches(l netlink.Link, ls LinkSpec, t linkTable) bool {
 	return false
 }
 
+// describe says what a bond or VLAN LinkSpec asks for, for messages.
+func describe(ls LinkSpec) string {
+	switch ls.Kind {
+	case KindBond:
+		return "bond, mode " + ls.BondMode
+	case KindVLAN:
+		return fmt.Sprintf("VLAN %d on %s", ls.VLANID, ls.Parent)
+	}
+	return ls.Kind
+}
+
 // links is the link stage: it deletes the links Kiln created that the specs
 // no longer name, creates bonds and VLANs, enslaves and releases bond members
 // and sets MTU and up/down. It returns the link table after the changes.
@@ -93,12 +104,20 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 				continue
 			}
 			if x, ok := t[ls.Name]; ok {
-				if x.Attrs().Alias == "" && matches(x, ls, t) {
+				switch {
+				case x.Attrs().Alias == "" && matches(x, ls, t):
 					r.log.Info("marking an unmarked link as Kiln's", "link", ls.Name)
 					if err := r.k.LinkSetAlias(x, LinkAlias); err != nil {
 						errs = append(errs, err)
 					}
 					created = true
+				case !managedLink(x) && !matches(x, ls, t):
+					// Not Kiln's, and not what the configuration describes (another kind,
+					// bond mode or VLAN): Kiln does not remove a link it did not make, so
+					// the configured one cannot be made. Say so instead of going on
+					// quietly with the other link.
+					r.log.Warn("a link of the configured name exists, is not Kiln's and does not match the configuration; left as it is",
+						"link", ls.Name, "type", x.Type(), "want", describe(ls))
 				}
 				continue
 			}

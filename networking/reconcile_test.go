@@ -1,9 +1,11 @@
 package networking
 
 import (
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -199,5 +201,49 @@ func TestVLANName(t *testing.T) {
 		if got := vlanName(tt.parent, tt.id); got != tt.want || len(got) > maxLinkName {
 			t.Errorf("vlanName(%q, %d) = %q, want %q", tt.parent, tt.id, got, tt.want)
 		}
+	}
+}
+
+// TestReconcileForeignLinkOfConfiguredName: a bond of the configured name that Kiln
+// did not make (as the kernel's built-in bonding made bond0 before the boards set
+// bonding.max_bonds=0) and in another mode is left alone, and the reconciler says
+// so; one in the configured mode is taken over (marked).
+func TestReconcileForeignLinkOfConfiguredName(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		mode        netlink.BondMode
+		wantMode    string
+		wantManaged bool
+		wantWarning bool
+	}{
+		{"another mode", netlink.BOND_MODE_BALANCE_RR, "balance-rr", false, true},
+		{"the configured mode", netlink.BOND_MODE_ACTIVE_BACKUP, "active-backup", true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeKernel("eth0", "eth1")
+			if err := f.LinkAdd(&netlink.Bond{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}, Mode: tt.mode}); err != nil {
+				t.Fatal(err)
+			}
+			var logs strings.Builder
+			r := NewReconciler(f, slog.New(slog.NewTextHandler(&logs, nil)))
+			spec := Spec{Interfaces: []Interface{
+				{Name: "bond0", Bond: &Bond{Mode: config.BondActiveBackup, Members: []string{"eth0", "eth1"}}},
+			}}
+			if _, err := r.Reconcile(spec); err != nil {
+				t.Fatalf("Reconcile: %v", err)
+			}
+			links, _, _ := fakeState(f)
+			i := slices.IndexFunc(links, func(l fakeLink) bool { return l.Name == "bond0" })
+			if i < 0 {
+				t.Fatalf("no bond0 after Reconcile: %+v", links)
+			}
+			if got := links[i]; got.BondMode != tt.wantMode || got.Managed != tt.wantManaged {
+				t.Errorf("bond0 = mode %s, Kiln's %v; want mode %s, Kiln's %v", got.BondMode, got.Managed, tt.wantMode, tt.wantManaged)
+			}
+			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "link=bond0")
+			if warned != tt.wantWarning {
+				t.Errorf("warning logged = %v, want %v; log:\n%s", warned, tt.wantWarning, logs.String())
+			}
+		})
 	}
 }
