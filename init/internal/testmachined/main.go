@@ -47,22 +47,8 @@ func main() {
 	// Drivers load beside machined's start; like machined, wait for init's mark (hang
 	// protection only: without the mark the line below says drivers=false), and write
 	// to /etc only after a mark (package handoff).
-	drivers := false
-	for range 600 {
-		if _, err := os.Stat(handoff.DriversLoaded); err == nil {
-			drivers = true
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	modules := false
-	for range 600 {
-		if _, err := os.Stat(handoff.ModulesLoaded); err == nil {
-			modules = true
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	drivers := waitMark(handoff.DriversLoaded)
+	modules := waitMark(handoff.ModulesLoaded)
 	_, err := os.Stat("/sys/module/dummy")
 	dummy := err == nil && modules
 	_, err = os.Stat("/sys/class/net/dummy0")
@@ -104,6 +90,18 @@ func main() {
 	fmt.Printf("testmachined: zombies=%d; asking init to power off\n", zombies())
 	_ = syscall.Kill(1, syscall.SIGUSR2)
 	time.Sleep(time.Hour)
+}
+
+// waitMark waits up to a minute for init's mark at path and reports whether it came
+// (hang protection only).
+func waitMark(path string) bool {
+	for range 600 {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 func vmRSS(path string) string {
