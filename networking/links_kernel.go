@@ -97,6 +97,8 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 	// Kiln made it unmarked); without the mark it would never be removed or
 	// made again.
 	var errs []error
+	foreign := map[string]string{}
+	defer func() { r.foreign = foreign }()
 	for _, kind := range []string{KindBond, KindVLAN} {
 		created := false
 		for _, ls := range specs {
@@ -115,9 +117,15 @@ func (r *Reconciler) links(specs []LinkSpec) (linkTable, error) {
 					// Not Kiln's, and not what the configuration describes (another kind,
 					// bond mode or VLAN): Kiln does not remove a link it did not make, so
 					// the configured one cannot be made. Say so instead of going on
-					// quietly with the other link.
-					r.log.Warn("a link of the configured name exists, is not Kiln's and does not match the configuration; left as it is",
-						"link", ls.Name, "type", x.Type(), "want", describe(ls))
+					// quietly with the other link; once for as long as the link and
+					// the configuration stay as they are.
+					want := describe(ls)
+					key := fmt.Sprintf("%d %s %s", x.Attrs().Index, x.Type(), want)
+					if r.foreign[ls.Name] != key {
+						r.log.Warn("a link of the configured name exists, is not Kiln's and does not match the configuration; left as it is",
+							"link", ls.Name, "type", x.Type(), "want", want)
+					}
+					foreign[ls.Name] = key
 				}
 				continue
 			}

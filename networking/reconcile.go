@@ -18,6 +18,11 @@ type Reconciler struct {
 	// owned lists, by link name, the addresses this Reconciler added (or
 	// found already there when the Spec asked for them).
 	owned map[string][]netip.Prefix
+	// foreign holds, by link name, what was last said about a link that has a
+	// configured name but is not Kiln's and does not match, so that the warning
+	// comes once and not at every reconcile; again when the link or the
+	// configuration changes.
+	foreign map[string]string
 }
 
 // NewReconciler returns a Reconciler working through k.
@@ -25,7 +30,7 @@ func NewReconciler(k Kernel, log *slog.Logger) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reconciler{k: k, log: log, owned: map[string][]netip.Prefix{}}
+	return &Reconciler{k: k, log: log, owned: map[string][]netip.Prefix{}, foreign: map[string]string{}}
 }
 
 // Reconcile applies spec and returns the links it resolved to (for DHCP).

@@ -240,10 +240,40 @@ func TestReconcileForeignLinkOfConfiguredName(t *testing.T) {
 			if got := links[i]; got.BondMode != tt.wantMode || got.Managed != tt.wantManaged {
 				t.Errorf("bond0 = mode %s, Kiln's %v; want mode %s, Kiln's %v", got.BondMode, got.Managed, tt.wantMode, tt.wantManaged)
 			}
-			warned := strings.Contains(logs.String(), "level=WARN") && strings.Contains(logs.String(), "link=bond0")
-			if warned != tt.wantWarning {
-				t.Errorf("warning logged = %v, want %v; log:\n%s", warned, tt.wantWarning, logs.String())
+			warnings := func() int { return strings.Count(logs.String(), "level=WARN msg=\"a link of the configured name") }
+			if got, want := warnings(), b2i(tt.wantWarning); got != want {
+				t.Fatalf("warnings logged = %d, want %d; log:\n%s", got, want, logs.String())
+			}
+			// The warning comes once for as long as nothing changes ...
+			if _, err := r.Reconcile(spec); err != nil {
+				t.Fatalf("second Reconcile: %v", err)
+			}
+			if got, want := warnings(), b2i(tt.wantWarning); got != want {
+				t.Errorf("warnings logged after a second Reconcile = %d, want %d; log:\n%s", got, want, logs.String())
+			}
+			if !tt.wantWarning {
+				return
+			}
+			// ... and again when the link is made anew.
+			if err := f.LinkDel(f.byName("bond0")); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.LinkAdd(&netlink.Bond{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}, Mode: tt.mode}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Reconcile(spec); err != nil {
+				t.Fatalf("third Reconcile: %v", err)
+			}
+			if got := warnings(); got != 2 {
+				t.Errorf("warnings logged after the link was made anew = %d, want 2; log:\n%s", got, logs.String())
 			}
 		})
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
