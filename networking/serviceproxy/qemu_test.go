@@ -14,7 +14,7 @@ import (
 )
 
 // inKernelTests are the privileged datapath tests TestQemuServiceProxyInKernel runs
-// in a guest with the node's pinned Debian kernel: the cgroup sock_addr programs
+// in a guest with the kernel a node boots: the cgroup sock_addr programs
 // (ClusterIP TCP/UDP over v4, v6 and v4-mapped, no endpoints refused, affinity),
 // restart with pinned links, upgrades of pinned maps, the TCX NodePort programs with
 // real IPv4 and IPv6 traffic over veth (including the Local policy) and the TC
@@ -33,14 +33,15 @@ var inKernelTests = []string{
 	"TestTCVerifierStats",
 }
 
-// inKernelModules are what inKernelTests need beyond the Debian kernel's built-ins
-// (BPF syscall and JIT, cgroup BPF, cgroup2, bpffs, TCX are built in; TCX needs no
-// qdisc): veth for the NodePort topology.
+// inKernelModules are what inKernelTests need beyond the built-ins of Debian's
+// configuration (BPF syscall and JIT, cgroup BPF, cgroup2, bpffs, TCX; TCX needs no
+// qdisc): veth for the NodePort topology. generic-amd64's kernel has it built in.
 var inKernelModules = []string{"veth"}
 
-// TestQemuServiceProxyInKernel builds this package's tests, boots the pinned Debian
-// kernel (the one a node runs) in QEMU, runs inKernelTests there as root and requires
-// each to pass, not skip: the verifier of that kernel accepts the programs and they
+// TestQemuServiceProxyInKernel builds this package's tests, boots the kernel a node of
+// the host's architecture boots (Kiln's build for generic-amd64, with the board's
+// command line; Debian's for arm64) in QEMU, runs inKernelTests there as root and
+// requires each to pass, not skip: the verifier of that kernel accepts the programs and they
 // balance, translate and survive restarts there, not only on the build host's newer
 // kernel. In the guest, the tests make their own sandbox as on the host (TestMain's
 // private network and mount namespaces, a private bpffs and cgroup2 mount, a child
@@ -51,12 +52,13 @@ func TestQemuServiceProxyInKernel(t *testing.T) {
 	}
 	arch := qemu.HostArch()
 	qemutest.NeedQEMU(t, arch)
-	qemutest.Kernel(t, arch)
+	vmtest.NeedNodeKernel(t, arch)
 	bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking/serviceproxy")
 	r := vmtest.Boot(t, vmtest.Options{
-		Arch:    arch,
-		Modules: inKernelModules,
-		Args:    []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
+		Arch:       arch,
+		NodeKernel: true,
+		Modules:    inKernelModules,
+		Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
 		// Hang protection: under TCG on a busy 2-core host the run takes minutes.
 		Timeout: 15 * time.Minute,
 	}, bin)

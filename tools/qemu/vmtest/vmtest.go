@@ -1,17 +1,20 @@
-// Package vmtest runs a Go test binary (`go test -c` output) inside a QEMU guest
-// booting the pinned Debian kernel, for tests that need kernel features the build
-// host lacks (VLANs, bonding, …) or that must not touch the host at all. The guest's
-// initramfs holds a small PID 1 (internal/vminit), the test binary and the requested
-// kernel modules with their dependencies; PID 1 mounts proc, sysfs, devtmpfs, tmpfs
-// (/tmp, /run) and cgroup2, loads the modules in dependency order, runs the binary
-// with the given -test.* arguments as root, streams its output to the serial console,
-// prints a result line with the exit code and powers off.
+// Package vmtest runs a Go test binary (`go test -c` output) inside a QEMU guest,
+// for tests that need kernel features the build host lacks (VLANs, bonding, …),
+// that must hold in the kernel a node runs, or that must not touch the host at all.
+// The guest boots the pinned Debian kernel, or with Options.NodeKernel the kernel and
+// command line of a node of the guest's architecture. The guest's initramfs holds a
+// small PID 1 (internal/vminit), the test binary and the requested kernel modules
+// with their dependencies (none for a kernel without module support); PID 1 mounts
+// proc, sysfs, devtmpfs, tmpfs (/tmp, /run) and cgroup2, loads the modules in
+// dependency order, runs the binary with the given -test.* arguments as root,
+// streams its output to the serial console, prints a result line with the exit code
+// and powers off.
 //
 // On the host, Run fails the test with the guest's output when the guest test failed,
 // and the VM is killed on a kernel panic or at the deadline, its serial log kept as a
-// test artifact on failure. Tests skip with a reason when QEMU or the kernel package
-// (make inputs) is missing. Inside the guest the environment variable KILN_VMTEST is
-// "1".
+// test artifact on failure. Tests skip with a reason when QEMU or the kernel (make
+// inputs; make kernel for a node kernel built from source) is missing. Inside the
+// guest the environment variable KILN_VMTEST is "1".
 package vmtest
 
 import (
@@ -26,6 +29,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-os/kiln/boards"
+	"github.com/kiln-os/kiln/images/inputs"
+	"github.com/kiln-os/kiln/images/kernel"
 	"github.com/kiln-os/kiln/tools/qemu"
 	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 )
@@ -66,6 +72,14 @@ type Options struct {
 	Timeout   time.Duration
 	MemoryMiB int // default 1024
 	CPUs      int // default 2
+	// NodeKernel boots the kernel a node of arch's generic board boots, with that
+	// board's kernel command line, instead of the pinned Debian kernel: for tests
+	// that must hold in the kernel nodes run. generic-amd64's is built from Debian's
+	// source by make kernel (the test skips until then) and has no module support,
+	// so what Modules names must be built in there (the board's kernel fragment); a
+	// feature that is not shows as the guest's tests failing or skipping
+	// (RequirePassed). generic-arm64's is the Debian package's, with modules.
+	NodeKernel bool
 }
 
 // Result is what the guest's test binary did.
@@ -120,7 +134,12 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 		o.Timeout = 10 * time.Minute
 	}
 	qemutest.NeedQEMU(t, o.Arch)
-	kernel := qemutest.Kernel(t, o.Arch)
+	kernel, cmdline, modular := "", "quiet loglevel=3 panic=-1", true
+	if o.NodeKernel {
+		kernel, cmdline, modular = nodeKernel(t, o.Arch)
+	} else {
+		kernel = qemutest.Kernel(t, o.Arch)
+	}
 
 	guestTimeout := o.Timeout - o.Timeout/10
 	args := append([]string{"-test.timeout=" + guestTimeout.String()}, o.Args...)
@@ -133,9 +152,11 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 		{Name: testPath, Data: testBinary},
 		{Name: argsPath, Data: argsJSON, Mode: 0o644},
 	}
-	mods, list := moduleFiles(t, o.Arch, append([]string{rngModule}, o.Modules...))
-	files = append(files, mods...)
-	files = append(files, qemu.File{Name: modulesPath, Data: []byte(list), Mode: 0o644})
+	if modular {
+		mods, list := moduleFiles(t, o.Arch, append([]string{rngModule}, o.Modules...))
+		files = append(files, mods...)
+		files = append(files, qemu.File{Name: modulesPath, Data: []byte(list), Mode: 0o644})
+	}
 	initrd := filepath.Join(t.TempDir(), "vmtest-initramfs.cpio")
 	if err := qemu.WriteInitramfs(initrd, files...); err != nil {
 		t.Fatal(err)
@@ -145,7 +166,7 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 		Arch:      o.Arch,
 		Kernel:    kernel,
 		Initrd:    initrd,
-		Append:    "quiet loglevel=3 panic=-1",
+		Append:    cmdline,
 		GuestPort: -1,
 		NoReboot:  true,
 		MemoryMiB: o.MemoryMiB,
@@ -184,8 +205,44 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 	case <-time.After(wait):
 		t.Errorf("QEMU did not exit within %s after the guest's result line: PID 1 did not power off", wait.Round(time.Second))
 	}
-	t.Logf("guest %s: exit code %d, QEMU start → result %s", o.Arch, r.ExitCode, r.Elapsed.Round(time.Millisecond))
+	t.Logf("guest %s (kernel %s): exit code %d, QEMU start → result %s", o.Arch, kernel, r.ExitCode, r.Elapsed.Round(time.Millisecond))
 	return r
+}
+
+// NeedNodeKernel skips the test when the kernel Options.NodeKernel boots for arch is
+// not there yet, before anything is built for the guest.
+func NeedNodeKernel(t testing.TB, arch qemu.Arch) {
+	t.Helper()
+	nodeKernel(t, arch)
+}
+
+// nodeKernel returns the kernel image of arch's generic board as images take it
+// (images/kernel.For: built by make kernel, or out of the pinned package), the
+// board's command line with the console quieter still, and whether the kernel has
+// modules. It skips the test when the kernel is not there yet.
+func nodeKernel(t testing.TB, arch qemu.Arch) (image, cmdline string, modular bool) {
+	t.Helper()
+	b, err := boards.Lookup("generic-" + string(arch))
+	if err != nil {
+		t.Fatalf("vmtest: the node kernel of %s: %v", arch, err)
+	}
+	root, err := qemutest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	st := inputs.NewStore(filepath.Join(root, "_out", "cache"), nil)
+	k, err := kernel.For(st, b, filepath.Join(cache, "kiln-test-kernels", "node"), nil)
+	if errors.Is(err, kernel.ErrNotBuilt) {
+		t.Skipf("needs the kernel %s nodes boot: %v", b.Name(), err)
+	}
+	if err != nil {
+		t.Skipf("needs the kernel %s nodes boot (run make inputs): %v", b.Name(), err)
+	}
+	return k.Image(), boards.Cmdline(b) + " loglevel=3", b.Kernel().Build == nil
 }
 
 // guestOutput returns the console lines after the start line and before the result
