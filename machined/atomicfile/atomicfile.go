@@ -11,15 +11,17 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFile replaces path with data, with permissions perm. The directory
 // must exist.
 func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), tempPrefix(filepath.Base(path))+"*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -78,4 +80,45 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// tempPrefix is how the name of WriteFile's temporary file for a file named base
+// begins; os.CreateTemp adds random digits.
+func tempPrefix(base string) string { return "." + base + ".tmp-" }
+
+// RemoveTemps removes from dir the temporary files WriteFile leaves when it is cut
+// off (a crash or power cut between the temporary file's creation and its rename):
+// a hidden name, ".<name>.tmp-" and digits. They may hold secrets (a key being
+// replaced). Call it before anything writes in dir. It returns the names removed.
+func RemoveTemps(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("remove temporary files in %s: %w", dir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		if !isTemp(e.Name()) || !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return removed, fmt.Errorf("remove temporary files in %s: %w", dir, err)
+	}
+	return removed, nil
+}
+
+// isTemp says whether name is one of WriteFile's temporary files.
+func isTemp(name string) bool {
+	i := strings.LastIndex(name, ".tmp-")
+	if !strings.HasPrefix(name, ".") || i < 2 {
+		return false
+	}
+	digits := name[i+len(".tmp-"):]
+	return digits != "" && strings.Trim(digits, "0123456789") == ""
 }

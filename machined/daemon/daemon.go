@@ -63,6 +63,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kiln-os/kiln/machined/atomicfile"
 	"github.com/kiln-os/kiln/machined/config"
 	"github.com/kiln-os/kiln/machined/events"
 	"github.com/kiln-os/kiln/machined/server"
@@ -313,6 +314,14 @@ func (d *Daemon) Start(ctx context.Context) error {
 	certc := make(chan certResult, 1)
 	go func() {
 		var r certResult
+		// A key that was being written when the power went stays out of STATE.
+		removed, err := atomicfile.RemoveTemps(identityDir(d.opts.StateDir))
+		for _, n := range removed {
+			d.log.Info("removed a temporary file of an interrupted write", "file", n)
+		}
+		if err != nil {
+			d.log.Warn("identity directory", "err", err)
+		}
 		r.cert, r.created, r.err = loadMaintenanceCert(filepath.Join(identityDir(d.opts.StateDir), "maintenance.pem"), time.Now())
 		certc <- r
 	}()

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -382,6 +384,27 @@ func TestMaintenanceFingerprintIsStable(t *testing.T) {
 	stopDaemon(t, d1)
 	d2 := startDaemon(t, root)
 	if got := d2.MaintenanceFingerprint(); got != fp || len(got) != 64 {
+		t.Errorf("fingerprint after restart = %q, want %q", got, fp)
+	}
+}
+
+// TestInterruptedIdentityWriteRemoved: a temporary file of the maintenance
+// certificate's write that was cut off (it holds a private key) is gone after the
+// next start, and the certificate in place is kept.
+func TestInterruptedIdentityWriteRemoved(t *testing.T) {
+	root := t.TempDir()
+	d1 := startDaemon(t, root)
+	fp := d1.MaintenanceFingerprint()
+	stopDaemon(t, d1)
+	left := filepath.Join(identityDir(stateDir(root)), ".maintenance.pem.tmp-4242")
+	if err := os.WriteFile(left, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d2 := startDaemon(t, root)
+	if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the interrupted write's temporary file is still there: %v", err)
+	}
+	if got := d2.MaintenanceFingerprint(); got != fp {
 		t.Errorf("fingerprint after restart = %q, want %q", got, fp)
 	}
 }
