@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -235,7 +236,7 @@ func nodeKernel(t testing.TB, arch qemu.Arch) (image, cmdline string, modular bo
 		cache = os.TempDir()
 	}
 	st := inputs.NewStore(filepath.Join(root, "_out", "cache"), nil)
-	k, err := kernel.For(st, b, filepath.Join(cache, "kiln-test-kernels", "node"), nil)
+	k, err := kernel.For(st, b, filepath.Join(cache, "kiln-test-kernels", "node"), slog.New(slog.DiscardHandler))
 	if errors.Is(err, kernel.ErrNotBuilt) {
 		t.Skipf("needs the kernel %s nodes boot: %v", b.Name(), err)
 	}
