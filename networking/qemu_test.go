@@ -32,31 +32,35 @@ var inKernelTests = []string{
 	"TestDHCPToStaticKeepsAddress",
 }
 
-// TestQemuNetworkingInKernel builds this package's tests, boots the kernel a node of
-// the host's architecture boots (Kiln's build for generic-amd64, with the board's
-// command line; on arm64 Debian's, with 8021q, bonding and veth loaded) in QEMU, runs
-// inKernelTests there as root and requires each to pass, not skip: VLANs and bonds
-// (active-backup and 802.3ad with an LACP partner) proven in the nodes' kernel.
+// TestQemuNetworkingInKernel builds this package's tests for amd64 and arm64, boots the
+// kernel a node of each boots in QEMU (generic-amd64: Kiln's build, everything built
+// in; generic-arm64: Debian's, with 8021q, bonding and veth loaded), with the board's
+// command line, runs inKernelTests there as root and requires each to pass, not skip:
+// VLANs and bonds (active-backup and 802.3ad with an LACP partner) proven in the
+// nodes' kernels.
 func TestQemuNetworkingInKernel(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnv) == "1" {
 		t.Skip("already inside a vmtest guest")
 	}
-	arch := qemu.HostArch()
-	qemutest.NeedQEMU(t, arch)
-	vmtest.NeedNodeKernel(t, arch)
-	bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking")
-	r := vmtest.Boot(t, vmtest.Options{
-		Arch:       arch,
-		NodeKernel: true,
-		Modules:    []string{"8021q", "bonding", "veth"},
-		Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v"},
-	}, bin)
-	t.Logf("guest output:\n%s", r.Output)
-	if r.ExitCode != 0 {
-		t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+	for _, arch := range []qemu.Arch{qemu.AMD64, qemu.ARM64} {
+		t.Run(string(arch), func(t *testing.T) {
+			qemutest.NeedQEMU(t, arch)
+			vmtest.NeedNodeKernel(t, arch)
+			bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking")
+			r := vmtest.Boot(t, vmtest.Options{
+				Arch:       arch,
+				NodeKernel: true,
+				Modules:    []string{"8021q", "bonding", "veth"},
+				Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v"},
+			}, bin)
+			t.Logf("guest output:\n%s", r.Output)
+			if r.ExitCode != 0 {
+				t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+			}
+			// Top-level results only: netnstest logs the namespace copy's output indented.
+			r.RequirePassed(t, inKernelTests...)
+		})
 	}
-	// Top-level results only: netnstest logs the namespace copy's output indented.
-	r.RequirePassed(t, inKernelTests...)
 }
 
 // LACP port state bits (IEEE 802.1AX): the partner's port is in sync with ours and

@@ -38,10 +38,11 @@ var inKernelTests = []string{
 // qdisc): veth for the NodePort topology. generic-amd64's kernel has it built in.
 var inKernelModules = []string{"veth"}
 
-// TestQemuServiceProxyInKernel builds this package's tests, boots the kernel a node of
-// the host's architecture boots (Kiln's build for generic-amd64, with the board's
-// command line; Debian's for arm64) in QEMU, runs inKernelTests there as root and
-// requires each to pass, not skip: the verifier of that kernel accepts the programs and they
+// TestQemuServiceProxyInKernel builds this package's tests for amd64 and arm64, boots
+// the kernel a node of each boots in QEMU (generic-amd64: Kiln's build; generic-arm64:
+// Debian's, the Raspberry Pi's kind, with its arm64 JIT), with the board's command
+// line, runs inKernelTests there as root and requires each to pass, not skip: the
+// verifier of that kernel accepts the programs and they
 // balance, translate and survive restarts there, not only on the build host's newer
 // kernel. In the guest, the tests make their own sandbox as on the host (TestMain's
 // private network and mount namespaces, a private bpffs and cgroup2 mount, a child
@@ -50,21 +51,24 @@ func TestQemuServiceProxyInKernel(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnv) == "1" {
 		t.Skip("already inside a vmtest guest")
 	}
-	arch := qemu.HostArch()
-	qemutest.NeedQEMU(t, arch)
-	vmtest.NeedNodeKernel(t, arch)
-	bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking/serviceproxy")
-	r := vmtest.Boot(t, vmtest.Options{
-		Arch:       arch,
-		NodeKernel: true,
-		Modules:    inKernelModules,
-		Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
-		// Hang protection: under TCG on a busy 2-core host the run takes minutes.
-		Timeout: 15 * time.Minute,
-	}, bin)
-	t.Logf("guest output:\n%s", r.Output)
-	if r.ExitCode != 0 {
-		t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+	for _, arch := range []qemu.Arch{qemu.AMD64, qemu.ARM64} {
+		t.Run(string(arch), func(t *testing.T) {
+			qemutest.NeedQEMU(t, arch)
+			vmtest.NeedNodeKernel(t, arch)
+			bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking/serviceproxy")
+			r := vmtest.Boot(t, vmtest.Options{
+				Arch:       arch,
+				NodeKernel: true,
+				Modules:    inKernelModules,
+				Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
+				// Hang protection: under TCG on a busy 2-core host the run takes minutes.
+				Timeout: 15 * time.Minute,
+			}, bin)
+			t.Logf("guest output:\n%s", r.Output)
+			if r.ExitCode != 0 {
+				t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+			}
+			r.RequirePassed(t, inKernelTests...)
+		})
 	}
-	r.RequirePassed(t, inKernelTests...)
 }
