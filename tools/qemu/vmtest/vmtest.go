@@ -10,8 +10,8 @@
 // streams its output to the serial console, prints a result line with the exit code
 // and powers off.
 //
-// On the host, Run fails the test with the guest's output when the guest test failed,
-// and the VM is killed on a kernel panic or at the deadline, its serial log kept as a
+// On the host, Boot returns the guest test's exit code and output (Result), and the VM
+// is killed on a kernel panic or at the deadline, its serial log kept as a
 // test artifact on failure. Tests skip with a reason when QEMU or the kernel (make
 // inputs; make kernel for a node kernel built from source) is missing. Inside the
 // guest the environment variable KILN_VMTEST is "1".
@@ -110,18 +110,6 @@ func (r *Result) RequirePassed(t testing.TB, names ...string) {
 	}
 }
 
-// Run boots arch's kernel with testBinary, modules and args (see Options) and fails
-// the test, with the guest's output, when the guest's test binary failed. It returns
-// the result so callers can check the output (e.g. that a test did not skip).
-func Run(t testing.TB, arch qemu.Arch, testBinary []byte, modules []string, args ...string) *Result {
-	t.Helper()
-	r := Boot(t, Options{Arch: arch, Modules: modules, Args: args}, testBinary)
-	if r.ExitCode != 0 {
-		t.Fatalf("the test binary failed in the guest (exit code %d):\n%s", r.ExitCode, r.Output)
-	}
-	return r
-}
-
 // Boot runs testBinary in a guest as Options say and returns its result whatever the
 // exit code. It fails the test only when the guest did not get the binary to the end
 // (kernel panic, timeout, QEMU exited early), and skips it when QEMU or the kernel
@@ -135,11 +123,11 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 		o.Timeout = 10 * time.Minute
 	}
 	qemutest.NeedQEMU(t, o.Arch)
-	kernel, cmdline, modular := "", "quiet loglevel=3 panic=-1", true
+	image, cmdline, modular := "", "quiet loglevel=3 panic=-1", true
 	if o.NodeKernel {
-		kernel, cmdline, modular = nodeKernel(t, o.Arch)
+		image, cmdline, modular = nodeKernel(t, o.Arch)
 	} else {
-		kernel = qemutest.Kernel(t, o.Arch)
+		image = qemutest.Kernel(t, o.Arch)
 	}
 
 	guestTimeout := o.Timeout - o.Timeout/10
@@ -165,7 +153,7 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 
 	cfg := qemu.Config{
 		Arch:      o.Arch,
-		Kernel:    kernel,
+		Kernel:    image,
 		Initrd:    initrd,
 		Append:    cmdline,
 		GuestPort: -1,
@@ -206,7 +194,7 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 	case <-time.After(wait):
 		t.Errorf("QEMU did not exit within %s after the guest's result line: PID 1 did not power off", wait.Round(time.Second))
 	}
-	t.Logf("guest %s (kernel %s): exit code %d, QEMU start → result %s", o.Arch, kernel, r.ExitCode, r.Elapsed.Round(time.Millisecond))
+	t.Logf("guest %s (kernel %s): exit code %d, QEMU start → result %s", o.Arch, image, r.ExitCode, r.Elapsed.Round(time.Millisecond))
 	return r
 }
 
