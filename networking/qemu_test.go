@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +14,6 @@ import (
 	"github.com/kiln-os/kiln/machined/config"
 	"github.com/kiln-os/kiln/networking/link"
 	"github.com/kiln-os/kiln/networking/netnstest"
-	"github.com/kiln-os/kiln/tools/qemu"
-	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 	"github.com/kiln-os/kiln/tools/qemu/vmtest"
 )
 
@@ -42,25 +39,10 @@ func TestQemuNetworkingInKernel(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnv) == "1" {
 		t.Skip("already inside a vmtest guest")
 	}
-	for _, arch := range []qemu.Arch{qemu.AMD64, qemu.ARM64} {
-		t.Run(string(arch), func(t *testing.T) {
-			qemutest.NeedQEMU(t, arch)
-			vmtest.NeedNodeKernel(t, arch)
-			bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking")
-			r := vmtest.Boot(t, vmtest.Options{
-				Arch:       arch,
-				NodeKernel: true,
-				Modules:    []string{"8021q", "bonding", "veth"},
-				Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v"},
-			}, bin)
-			t.Logf("guest output:\n%s", r.Output)
-			if r.ExitCode != 0 {
-				t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
-			}
-			// Top-level results only: netnstest logs the namespace copy's output indented.
-			r.RequirePassed(t, inKernelTests...)
-		})
-	}
+	// RequirePassed looks at top-level results only: netnstest logs the namespace
+	// copy's output indented.
+	vmtest.RequirePassInNodeKernels(t, "github.com/kiln-os/kiln/networking", inKernelTests,
+		vmtest.Options{Modules: []string{"8021q", "bonding", "veth"}})
 }
 
 // LACP port state bits (IEEE 802.1AX): the partner's port is in sync with ours and

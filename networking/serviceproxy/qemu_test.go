@@ -4,12 +4,9 @@ package serviceproxy
 
 import (
 	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/kiln-os/kiln/tools/qemu"
-	"github.com/kiln-os/kiln/tools/qemu/qemutest"
 	"github.com/kiln-os/kiln/tools/qemu/vmtest"
 )
 
@@ -51,24 +48,10 @@ func TestQemuServiceProxyInKernel(t *testing.T) {
 	if os.Getenv(vmtest.GuestEnv) == "1" {
 		t.Skip("already inside a vmtest guest")
 	}
-	for _, arch := range []qemu.Arch{qemu.AMD64, qemu.ARM64} {
-		t.Run(string(arch), func(t *testing.T) {
-			qemutest.NeedQEMU(t, arch)
-			vmtest.NeedNodeKernel(t, arch)
-			bin := vmtest.BuildTest(t, arch, "github.com/kiln-os/kiln/networking/serviceproxy")
-			r := vmtest.Boot(t, vmtest.Options{
-				Arch:       arch,
-				NodeKernel: true,
-				Modules:    inKernelModules,
-				Args:       []string{"-test.run", "^(" + strings.Join(inKernelTests, "|") + ")$", "-test.v", "-test.count=1"},
-				// Hang protection: under TCG on a busy 2-core host the run takes minutes.
-				Timeout: 15 * time.Minute,
-			}, bin)
-			t.Logf("guest output:\n%s", r.Output)
-			if r.ExitCode != 0 {
-				t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
-			}
-			r.RequirePassed(t, inKernelTests...)
-		})
-	}
+	vmtest.RequirePassInNodeKernels(t, "github.com/kiln-os/kiln/networking/serviceproxy", inKernelTests, vmtest.Options{
+		Modules: inKernelModules,
+		Args:    []string{"-test.count=1"},
+		// Hang protection: under TCG on a busy 2-core host the run takes minutes.
+		Timeout: 15 * time.Minute,
+	})
 }

@@ -198,11 +198,35 @@ func Boot(t testing.TB, o Options, testBinary []byte) *Result {
 	return r
 }
 
-// NeedNodeKernel skips the test when the kernel Options.NodeKernel boots for arch is
-// not there yet, before anything is built for the guest.
-func NeedNodeKernel(t testing.TB, arch qemu.Arch) {
+// NodeArches are the architectures of Kiln's nodes, whose kernels
+// RequirePassInNodeKernels boots.
+var NodeArches = []qemu.Arch{qemu.AMD64, qemu.ARM64}
+
+// RequirePassInNodeKernels runs, for each of NodeArches in a subtest of its own,
+// the top-level tests named in tests of package pkg in a guest booting that
+// architecture's node kernel (Options.NodeKernel), with o's Modules and Timeout, and
+// with o.Args after -test.run (the names) and -test.v. It fails the subtest when the
+// test binary fails and for each test that did not pass or skipped there
+// (RequirePassed), and skips it, before building anything, when QEMU or the kernel
+// is missing.
+func RequirePassInNodeKernels(t *testing.T, pkg string, tests []string, o Options) {
 	t.Helper()
-	nodeKernel(t, arch)
+	for _, arch := range NodeArches {
+		t.Run(string(arch), func(t *testing.T) {
+			qemutest.NeedQEMU(t, arch)
+			nodeKernel(t, arch)
+			bin := BuildTest(t, arch, pkg)
+			o := o
+			o.Arch, o.NodeKernel = arch, true
+			o.Args = append([]string{"-test.run", "^(" + strings.Join(tests, "|") + ")$", "-test.v"}, o.Args...)
+			r := Boot(t, o, bin)
+			t.Logf("guest output:\n%s", r.Output)
+			if r.ExitCode != 0 {
+				t.Errorf("the test binary failed in the guest (exit code %d); its output is above", r.ExitCode)
+			}
+			r.RequirePassed(t, tests...)
+		})
+	}
 }
 
 // nodeKernel returns the kernel image of arch's generic board as images take it
